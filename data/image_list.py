@@ -1,0 +1,160 @@
+"""Image-list datasets: iNaturalist 2018 (official JSON or text lists), ImageNet-LT, Places-LT,
+and any user list of ``relative/path label`` lines. Decoded with torchvision in DataLoader
+workers; augmented with torchvision transforms v2.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms import v2
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ImageListError(ValueError):
+    """A bad image list: the message names the file, the line and what is wrong."""
+
+
+def _safe_path(root: Path, rel: str, where: str) -> Path:
+    path = (root / rel).resolve()
+    if not path.is_relative_to(root):
+        raise ImageListError(f"{where}: path {rel!r} points outside data.root {root}")
+    return path
+
+
+def read_text_list(list_path: Path, root: Path) -> tuple[list[Path], list[int]]:
+    """Lines ``relative/path label`` (blank lines and ``#`` comments skipped)."""
+    paths, labels = [], []
+    for n, line in enumerate(list_path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        rel, _, label = line.rpartition(" ")
+        if not rel or not label.lstrip("-").isdigit():
+            raise ImageListError(f"{list_path}:{n}: expected 'relative/path label', got {line!r}")
+        if int(label) < 0:
+            raise ImageListError(f"{list_path}:{n}: label {label} is negative; labels are 0 .. C-1")
+        paths.append(_safe_path(root, rel.strip(), f"{list_path}:{n}"))
+        labels.append(int(label))
+    return paths, labels
+
+
+def read_inat_json(json_path: Path, root: Path) -> tuple[list[Path], list[int], dict[int, str]]:
+    """iNaturalist's official format: ``images`` (id, file_name), ``annotations`` (image_id,
+    category_id), ``categories`` (id, name)."""
+    try:
+        doc = json.loads(json_path.read_text())
+        files = {img["id"]: img["file_name"] for img in doc["images"]}
+        names = {int(c["id"]): str(c.get("name", c["id"])) for c in doc.get("categories", [])}
+        pairs = [(files[a["image_id"]], int(a["category_id"])) for a in doc["annotations"]]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ImageListError(f"{json_path}: not an iNaturalist annotation file ({type(exc).__name__}: {exc})") from exc
+    paths = [_safe_path(root, f, str(json_path)) for f, _ in pairs]
+    return paths, [c for _, c in pairs], names
+
+
+def read_image_list(list_path: str | Path, root: str | Path):
+    """Paths and labels from a ``.json`` (iNaturalist) or text list; names by class id if known."""
+    list_path, root = Path(list_path), Path(root).expanduser().resolve()
+    if not list_path.is_file():
+        raise ImageListError(f"data.train_list/val_list: {list_path}: file not found")
+    if list_path.suffix == ".json":
+        return read_inat_json(list_path, root)
+    paths, labels = read_text_list(list_path, root)
+    return paths, labels, {}
+
+
+class ImageListDataset(torch.utils.data.Dataset):
+    """``(image, label)`` pairs; ``transform`` maps a uint8 ``[3, H, W]`` tensor to the sample."""
+
+    def __init__(self, paths: list[Path], labels: list[int], transform=None):
+        self.paths, self.labels, self.transform = paths, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        try:
+            image = decode_image(str(self.paths[i]), mode=ImageReadMode.RGB)
+        except (RuntimeError, OSError) as exc:
+            raise ImageListError(f"{self.paths[i]}: cannot decode image ({exc})") from exc
+        return (self.transform(image) if self.transform else image), self.labels[i]
+
+
+class TwoViews:
+    """The contrastive sample: ``[2, 3, H, W]``, one view with colour jitter, one without."""
+
+    def __init__(self, with_jitter, without_jitter):
+        self.with_jitter, self.without_jitter = with_jitter, without_jitter
+
+    def __call__(self, image):
+        return torch.stack([self.with_jitter(image), self.without_jitter(image)])
+
+
+def train_transform(size: int, jitter: tuple[float, float, float, float] | None, jitter_p: float = 0.8,
+                    grayscale_p: float = 0.2, flip: bool = True):
+    ops = [v2.RandomResizedCrop(size, antialias=True)]
+    if flip:
+        ops.append(v2.RandomHorizontalFlip())
+    if jitter:
+        ops.append(v2.RandomApply([v2.ColorJitter(*jitter)], p=jitter_p))
+    ops += [v2.RandomGrayscale(grayscale_p), v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    return v2.Compose(ops)
+
+
+def eval_transform(size: int):
+    return v2.Compose([v2.Resize(int(round(size / 0.875)), antialias=True), v2.CenterCrop(size),
+                       v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+@dataclass
+class ImageListData:
+    train: ImageListDataset
+    test: ImageListDataset
+    class_names: list[str]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def train_labels(self) -> torch.Tensor:
+        return torch.as_tensor(self.train.labels, dtype=torch.long)
+
+    @property
+    def test_labels(self) -> torch.Tensor:
+        return torch.as_tensor(self.test.labels, dtype=torch.long)
+
+    in_channels = 3
+
+
+def load_image_lists(train_list: str | Path, val_list: str | Path, root: str | Path,
+                     check_files: bool = True) -> ImageListData:
+    """Train and validation lists; labels must be 0 .. C-1 with every class in the train list."""
+    train_paths, train_labels, names = read_image_list(train_list, root)
+    test_paths, test_labels, _ = read_image_list(val_list, root)
+    if not train_paths:
+        raise ImageListError(f"data.train_list: {train_list}: no images listed")
+    num_classes = max(train_labels) + 1
+    empty = sorted(set(range(num_classes)) - set(train_labels))
+    if empty:
+        raise ImageListError(f"data.train_list: {train_list}: class {empty[0]} has no training image "
+                             f"({len(empty)} empty classes); labels must be 0 .. C-1 without gaps")
+    unknown = sorted(set(test_labels) - set(range(num_classes)))
+    if unknown:
+        raise ImageListError(f"data.val_list: {val_list}: label {unknown[0]} is not a training class "
+                             f"(allowed: 0 .. {num_classes - 1})")
+    if check_files:
+        for p in (*train_paths, *test_paths):
+            if not p.is_file():
+                raise ImageListError(f"image list: file not found: {p}")
+    class_names = [names.get(c, str(c)) for c in range(num_classes)]
+    return ImageListData(ImageListDataset(train_paths, train_labels), ImageListDataset(test_paths, test_labels),
+                         class_names)

@@ -1,0 +1,167 @@
+"""Losses of the hybrid network (PAPER.md, Eq. 2-5) and the classifier-branch registry.
+
+Contrastive losses take ``features`` that are already L2-normalised, either ``[B, V, D]``
+(B samples, V augmented views, D dims) or ``[N, D]`` where the prototype losses allow it,
+and ``labels`` ``[B]`` (int64). All return a scalar tensor: the mean over anchors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _flatten_views(features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[B, V, D]`` + ``[B]`` -> ``[B*V, D]`` + ``[B*V]`` (view-major per sample); ``[N, D]`` passes."""
+    if features.dim() == 3:
+        views = features.shape[1]
+        return features.reshape(-1, features.shape[-1]), labels.repeat_interleave(views)
+    if features.dim() == 2:
+        return features, labels
+    raise ValueError(f"features: expected [B, V, D] or [N, D], got shape {tuple(features.shape)}")
+
+
+class SupConLoss(nn.Module):
+    """Supervised contrastive loss (Eq. 2-3).
+
+    ``forward(features [B, V, D], labels [B]) -> scalar``. Every view is an anchor; its
+    positives are all other views with the same label (its own other view included), its
+    denominator runs over all other views. Averaged over the anchors that have at least
+    one positive; no base-temperature factor. Memory: O((B*V)^2).
+    """
+
+    def __init__(self, temperature: float = 0.1):
+        super().__init__()
+        self.temperature = temperature
+
+    def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        z, y = _flatten_views(features, labels)
+        n = z.shape[0]
+        logits = (z @ z.T).float() / self.temperature
+        self_mask = torch.eye(n, dtype=torch.bool, device=z.device)
+        logits = logits.masked_fill(self_mask, float("-inf"))
+        log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+        log_prob = log_prob.masked_fill(self_mask, 0.0)
+        positives = (y[:, None] == y[None, :]) & ~self_mask
+        num_pos = positives.sum(1)
+        per_anchor = -(log_prob * positives).sum(1) / num_pos.clamp(min=1)
+        has_pos = num_pos > 0
+        # An anchor without positives contributes nothing; 0 * sum keeps the graph and never NaN.
+        return (per_anchor * has_pos).sum() / has_pos.sum().clamp(min=1)
+
+
+class MPSCLoss(nn.Module):
+    """Multi-prototype supervised contrastive loss (Eq. 5, PAPER.md's definition).
+
+    Parameter ``prototypes`` ``[C, M, D]`` (normalised where used).
+    ``forward(features [B, V, D] or [N, D], labels) -> scalar``:
+    ``L_i = -sum_k w_ik log(exp(z_i.p_{y_i}^k / t) / sum_{c != y_i} sum_k' exp(z_i.p_c^k' / t))``,
+    ``w_ik = softmax_k(z_i.p_{y_i}^k / t)`` without gradient. One matrix product against all
+    prototypes: memory O(N * C * M), independent of how many same-class samples a batch holds.
+    """
+
+    def __init__(self, num_classes: int, feat_dim: int, prototypes_per_class: int = 1,
+                 temperature: float = 0.1):
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes: {num_classes} given; prototype losses need at least 2")
+        self.temperature = temperature
+        self.prototypes = nn.Parameter(torch.randn(num_classes, prototypes_per_class, feat_dim))
+
+    def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        z, y = _flatten_views(features, labels)
+        c, m, d = self.prototypes.shape
+        protos = F.normalize(self.prototypes, dim=-1).reshape(c * m, d)
+        logits = (z @ protos.T).float().reshape(-1, c, m) / self.temperature  # [N, C, M]
+        own = F.one_hot(y, c).bool()  # [N, C]
+        pos = logits[own]  # [N, M]: the anchor's own-class prototypes
+        negatives = logits.masked_fill(own[:, :, None], float("-inf")).flatten(1)
+        log_ratio = pos - torch.logsumexp(negatives, dim=1, keepdim=True)  # [N, M]
+        weights = torch.softmax(pos.detach(), dim=1)
+        return -(weights * log_ratio).sum(1).mean()
+
+
+class PSCLoss(MPSCLoss):
+    """Prototypical supervised contrastive loss (Eq. 4): one prototype per class.
+
+    Parameter ``prototypes`` ``[C, D]``. The positive prototype is not in the denominator,
+    so the loss can go negative (Sec. 4.4's gradient argument depends on it).
+    """
+
+    def __init__(self, num_classes: int, feat_dim: int, temperature: float = 0.1):
+        super().__init__(num_classes, feat_dim, 1, temperature)
+        self.prototypes = nn.Parameter(torch.randn(num_classes, feat_dim))
+
+    def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        z, y = _flatten_views(features, labels)
+        logits = (z @ F.normalize(self.prototypes, dim=-1).T).float() / self.temperature  # [N, C]
+        own = F.one_hot(y, logits.shape[1]).bool()
+        pos = logits[own]
+        neg_lse = torch.logsumexp(logits.masked_fill(own, float("-inf")), dim=1)
+        return (neg_lse - pos).mean()
+
+
+class FeatureCELoss(nn.Module):
+    """Cross-entropy in the feature branch (the paper's CE-CE comparison).
+
+    A linear layer ``weight [C, D]`` on the normalised embedding scaled by ``1/temperature``
+    (decision: the paper gives no details), ``forward(features [B, V, D] or [N, D], labels)``.
+    """
+
+    def __init__(self, num_classes: int, feat_dim: int, temperature: float = 0.1):
+        super().__init__()
+        self.temperature = temperature
+        self.classifier = nn.Linear(feat_dim, num_classes)
+
+    def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        z, y = _flatten_views(features, labels)
+        return F.cross_entropy(self.classifier(z).float() / self.temperature, y)
+
+
+def build_contrastive_loss(name: str, num_classes: int, feat_dim: int, temperature: float,
+                           prototypes_per_class: int = 1) -> nn.Module:
+    """The feature-branch loss by name: ``sc``, ``psc``, ``mpsc`` or ``ce`` (CE-CE)."""
+    if name == "sc":
+        return SupConLoss(temperature)
+    if name == "psc":
+        return PSCLoss(num_classes, feat_dim, temperature)
+    if name == "mpsc":
+        return MPSCLoss(num_classes, feat_dim, prototypes_per_class, temperature)
+    if name == "ce":
+        return FeatureCELoss(num_classes, feat_dim, temperature)
+    raise ValueError(f"loss.contrastive: unknown value {name!r}; allowed: {CONTRASTIVE_LOSSES}")
+
+
+CONTRASTIVE_LOSSES = ("sc", "psc", "mpsc", "ce")
+
+
+class ClassifierLoss(nn.Module):
+    """Base of the classifier-branch losses: ``forward(logits [B, C], labels [B], epoch)``.
+
+    ``epoch`` (0-based) lets schedule-aware losses (deferred re-weighting) switch weights.
+    """
+
+    def __init__(self, class_counts: Sequence[int], epochs: int):
+        super().__init__()
+        self.register_buffer("class_counts", torch.as_tensor(list(class_counts), dtype=torch.float))
+        self.epochs = epochs
+
+
+class CrossEntropy(ClassifierLoss):
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor, epoch: int = 0) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), labels)
+
+
+# The classifier-branch registry: baselines slot in here (name -> class taking
+# ``class_counts``, ``epochs`` and their own keyword parameters).
+CLASSIFIER_LOSSES: dict[str, Callable[..., ClassifierLoss]] = {"ce": CrossEntropy}
+
+
+def build_classifier_loss(name: str, class_counts: Sequence[int], epochs: int,
+                          **params) -> ClassifierLoss:
+    if name not in CLASSIFIER_LOSSES:
+        raise ValueError(f"loss.classifier: unknown value {name!r}; allowed: {sorted(CLASSIFIER_LOSSES)}")
+    return CLASSIFIER_LOSSES[name](class_counts=class_counts, epochs=epochs, **params)

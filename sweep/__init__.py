@@ -1,0 +1,1 @@
+"""The application: config models, the ``hybridlt`` CLI, runs, sweeps and the results store."""

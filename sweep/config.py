@@ -1,0 +1,229 @@
+"""Run configs: pydantic models, one YAML file per run, ``--set a.b=value`` overrides.
+
+Unknown keys and bad values are rejected with the field's dotted path, the value given and
+what is allowed (``ConfigError``). Field names match the keyword arguments of the builders in
+``model/`` and ``data/``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from data.samplers import SAMPLERS
+from model.backbones import BACKBONES
+from model.losses import CLASSIFIER_LOSSES
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+Sampler = Literal[SAMPLERS]  # type: ignore[valid-type]
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; ``str()`` is one or more lines naming field, value and what is allowed."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    dataset: Literal["digits_lt", "cifar10_lt", "cifar100_lt", "inat2018", "image_list"] = "digits_lt"
+    root: str = "data_cache"
+    download: bool = False
+    imbalance_ratio: float = Field(100.0, ge=1.0)
+    profile: Literal["exp", "step"] = "exp"
+    max_count: int | None = Field(None, ge=1, description="images of the largest class (default: all)")
+    test_per_class: int = Field(50, ge=1, description="digits_lt: balanced test images per class")
+    seed: int = Field(0, description="seed of the long-tailed subsampling, fixed across run seeds")
+    train_list: str | None = Field(None, description="image lists: iNaturalist JSON or 'path label' text")
+    val_list: str | None = None
+    image_size: int = Field(224, ge=8)
+    loader_workers: int = Field(8, ge=0)
+    many_above: int = Field(100, ge=0, description="many-shot: more than this many training images")
+    few_below: int = Field(20, ge=1, description="few-shot: fewer than this many training images")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.dataset in ("inat2018", "image_list") and not (self.train_list and self.val_list):
+            raise ValueError(f"data.train_list and data.val_list are required for dataset {self.dataset!r}")
+        if self.few_below > self.many_above + 1:
+            raise ValueError(f"data.few_below: {self.few_below} must be <= data.many_above + 1 "
+                             f"({self.many_above + 1})")
+        return self
+
+
+class SamplerConfig(Section):
+    contrastive: Sampler = "random"
+    classifier: Sampler = "class_balanced"
+    positives: int = Field(2, ge=1, description="positives sampler: same-class samples per anchor")
+
+
+class AugmentConfig(Section):
+    crop_padding: int = Field(4, ge=0)
+    flip: bool = True
+    grayscale_p: Fraction = 0.2
+    jitter: tuple[Annotated[float, Field(ge=0)], Annotated[float, Field(ge=0)],
+                  Annotated[float, Field(ge=0)], Annotated[float, Field(ge=0, le=0.5)]] = (0.4, 0.4, 0.4, 0.1)
+    jitter_p: Fraction = 0.8
+
+
+class ModelConfig(Section):
+    backbone: str = "resnet32"
+    proj_dim: int = Field(128, ge=1)
+    proj_hidden: int | None = Field(None, ge=1, description="default: the backbone's feature width")
+
+    @field_validator("backbone")
+    @classmethod
+    def _known(cls, v):
+        if v not in BACKBONES:
+            raise ValueError(f"unknown backbone {v!r}; allowed: {sorted(BACKBONES)}")
+        return v
+
+
+class LossConfig(Section):
+    contrastive: Literal["sc", "psc", "mpsc", "ce"] = "sc"
+    classifier: str = "ce"
+    temperature: float = Field(0.1, gt=0.0)
+    prototypes_per_class: int = Field(1, ge=1, description="mpsc only")
+
+    @field_validator("classifier")
+    @classmethod
+    def _known(cls, v):
+        if v not in CLASSIFIER_LOSSES:
+            raise ValueError(f"unknown classifier loss {v!r}; allowed: {sorted(CLASSIFIER_LOSSES)}")
+        return v
+
+
+class CurriculumConfig(Section):
+    kind: Literal["power", "cosine", "step", "constant", "two_stage"] = "power"
+    power: float = Field(2.0, gt=0.0, description="power: alpha = 1 - (t/T)^power")
+    value: Fraction = Field(0.5, description="constant: alpha")
+    switch: Fraction = Field(0.5, description="step, two_stage: fraction of epochs before the switch")
+    low: Fraction = Field(0.0, description="step: alpha after the switch")
+
+
+class OptimConfig(Section):
+    lr: float = Field(0.5, gt=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    nesterov: bool = False
+    schedule: Literal["multistep", "cosine", "constant"] = "multistep"
+    warmup_epochs: float = Field(0.0, ge=0.0)
+    milestones: list[Annotated[int, Field(ge=1)]] = [120, 160]
+    gamma: float = Field(0.1, gt=0.0, le=1.0)
+
+    @field_validator("milestones")
+    @classmethod
+    def _increasing(cls, v):
+        if any(b <= a for a, b in zip(v, v[1:], strict=False)):
+            raise ValueError(f"milestones must be strictly increasing epochs, got {v}")
+        return v
+
+
+class TrainConfig(Section):
+    epochs: int = Field(200, ge=1)
+    batch_size: int = Field(512, ge=2, description="per step and stream, summed over workers")
+    eval_batch_size: int = Field(1024, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = Field(True, description="bf16 autocast on CUDA")
+    channels_last: bool = Field(True, description="channels_last memory format on CUDA")
+    compile: bool = Field(False, description="torch.compile the objective")
+    checkpoint_every: int = Field(1, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+
+
+class RunConfig(Section):
+    name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    sampler: SamplerConfig = SamplerConfig()
+    augment: AugmentConfig = AugmentConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    curriculum: CurriculumConfig = CurriculumConfig()
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _warmup_fits(self):
+        if self.optim.warmup_epochs >= self.train.epochs:
+            raise ValueError(f"optim.warmup_epochs: {self.optim.warmup_epochs} must be < "
+                             f"train.epochs ({self.train.epochs})")
+        return self
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def format_validation_error(exc: ValidationError, source: str = "config") -> str:
+    lines = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{source}: {path}: unknown key (value {err['input']!r}); see the README's config reference")
+        elif err["type"] == "missing":
+            lines.append(f"{source}: {path}: required")
+        else:
+            where = f"{path}: " if path else ""
+            lines.append(f"{source}: {where}{msg} (value {err['input']!r})"
+                         if not isinstance(err["input"], dict) else f"{source}: {where}{msg}")
+    return "\n".join(lines)
+
+
+def parse_override(text: str) -> tuple[list[str], object]:
+    """``a.b=value`` -> (['a', 'b'], value parsed as YAML, so 0.1 is a float and true a bool)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set: {text!r} is not of the form section.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({exc.problem})") from exc
+    return key.split("."), value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {'.'.join(path)}: {part!r} is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def read_yaml(path: str | Path, what: str = "config") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} {path}: file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {path}: not valid YAML ({exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {path}: not a text file ({exc.reason})") from exc
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{what} {path}: top level must be a mapping of sections, got {type(raw).__name__}")
+    return raw
+
+
+def validate_run_config(raw: dict, source: str = "config") -> RunConfig:
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
+
+
+def load_run_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
+    """A run config from a YAML file (or the defaults when ``path`` is None) plus ``--set`` overrides."""
+    raw = read_yaml(path) if path else {}
+    return validate_run_config(apply_overrides(raw, list(overrides)), str(path or "config"))

@@ -1,0 +1,112 @@
+"""One training run in this process, written to a run directory.
+
+Layout of ``RUN_DIR``: ``config.yaml`` (resolved), ``epochs/`` and ``per_class/`` (Parquet
+tables, one file per epoch), ``checkpoints/epoch-NNNN.pt`` (the last ``keep_checkpoints``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from sweep.build import build_run
+from sweep.config import ConfigError, RunConfig, load_run_config, validate_run_config
+from sweep.store import epoch_table, per_class_table, write_table_atomic, write_text_atomic
+
+CKPT_RE = re.compile(r"^epoch-(\d{4,})\.pt$")
+
+
+class RunDirError(ValueError):
+    """The run directory cannot be used as asked; the message says why and what to do."""
+
+
+def checkpoints(run_dir: Path) -> list[Path]:
+    """Checkpoint files of a run, oldest first."""
+    folder = run_dir / "checkpoints"
+    found = [p for p in folder.glob("epoch-*.pt") if CKPT_RE.match(p.name)] if folder.is_dir() else []
+    return sorted(found, key=lambda p: int(CKPT_RE.match(p.name).group(1)))
+
+
+def latest_good_checkpoint(run_dir: Path, warn: Callable[[str], None] = print) -> dict | None:
+    """The newest readable checkpoint; unreadable ones are named in a warning and skipped."""
+    for path in reversed(checkpoints(run_dir)):
+        try:
+            return load_checkpoint(path)
+        except CheckpointError as exc:
+            warn(f"warning: {exc}; falling back to an earlier checkpoint")
+    return None
+
+
+def prepare_run_dir(run_dir: Path, cfg: RunConfig | None, resume: bool) -> RunConfig:
+    """Check the directory against the request; returns the config to run."""
+    saved = run_dir / "config.yaml"
+    if resume:
+        if not saved.is_file():
+            raise RunDirError(f"--resume: {run_dir} holds no run (no config.yaml); start it without --resume")
+        saved_cfg = load_run_config(saved)
+        if cfg is not None and cfg != saved_cfg:
+            diff = _diff(saved_cfg.model_dump(), cfg.model_dump())
+            raise RunDirError(f"--resume: the config differs from the one {run_dir} was started with ({diff}); "
+                              f"resume without --config/--set or choose another --out")
+        return saved_cfg
+    if cfg is None:
+        raise ConfigError("train: --config is required (or --resume with --out of an existing run)")
+    if saved.exists() or checkpoints(run_dir):
+        raise RunDirError(f"--out: {run_dir} already holds a run; pass --resume to continue it or choose another --out")
+    write_text_atomic(cfg.to_yaml(), saved)
+    return cfg
+
+
+def _diff(a: dict, b: dict, prefix: str = "") -> str:
+    for key in a:
+        if a[key] != b.get(key):
+            if isinstance(a[key], dict):
+                return _diff(a[key], b[key], f"{prefix}{key}.")
+            return f"{prefix}{key}: {a[key]!r} -> {b.get(key)!r}"
+    return "?"
+
+
+class RunWriter:
+    """The ``report`` of a local run: Parquet rows per epoch, atomic checkpoints, pruning."""
+
+    def __init__(self, run_dir: Path, trial_id: str, class_names, counts, keep: int, on_epoch=None):
+        self.run_dir, self.trial_id = run_dir, trial_id
+        self.class_names, self.counts, self.keep = class_names, counts, keep
+        self.on_epoch = on_epoch
+        self.history: list[dict] = []
+
+    def __call__(self, metrics: dict, checkpoint: dict | None) -> None:
+        name = f"epoch-{metrics['epoch']:04d}"
+        write_table_atomic(epoch_table(self.trial_id, metrics), self.run_dir / "epochs" / f"{name}.parquet")
+        write_table_atomic(per_class_table(self.trial_id, metrics, self.class_names, self.counts),
+                           self.run_dir / "per_class" / f"{name}.parquet")
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, self.run_dir / "checkpoints" / f"{name}.pt")
+            for old in checkpoints(self.run_dir)[:-self.keep]:
+                old.unlink(missing_ok=True)
+        self.history.append(metrics)
+        if self.on_epoch:
+            self.on_epoch(metrics)
+
+
+def train_local(cfg: RunConfig | None, run_dir: str | Path, resume: bool = False, on_epoch=None,
+                on_start=None, warn: Callable[[str], None] = print) -> tuple[dict, object]:
+    """Train (or resume) one run in this process; returns the last metrics and the run parts."""
+    run_dir = Path(run_dir).resolve()
+    cfg = prepare_run_dir(run_dir, cfg, resume)
+    parts = build_run(cfg)
+    if resume:
+        state = latest_good_checkpoint(run_dir, warn)
+        if state is not None:
+            parts.trainer.load_state_dict(state)
+    if on_start:
+        on_start(cfg, parts)
+    writer = RunWriter(run_dir, cfg.name, parts.class_names, parts.class_counts, cfg.train.keep_checkpoints,
+                       on_epoch)
+    metrics = parts.trainer.fit(writer)
+    return metrics, parts
+
+
+__all__ = ["train_local", "RunDirError", "validate_run_config", "latest_good_checkpoint"]
