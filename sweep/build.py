@@ -29,7 +29,7 @@ from model.hybrid import HybridObjective, create_hybrid_net
 from model.losses import build_classifier_loss, build_contrastive_loss
 from model.optim import build_optimizer, build_scheduler
 from model.train import Trainer
-from sweep.config import DataConfig, RunConfig
+from sweep.config import ConfigError, DataConfig, RunConfig
 
 
 @dataclass
@@ -51,6 +51,14 @@ def resolve_device(name: str, rank: int = 0) -> torch.device:
 
 
 def load_dataset(cfg: DataConfig) -> InMemoryData | ImageListData:
+    """The dataset a config names; values the data cannot satisfy become a ``ConfigError``."""
+    try:
+        return _load_dataset(cfg)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _load_dataset(cfg: DataConfig) -> InMemoryData | ImageListData:
     if cfg.dataset == "digits_lt":
         return load_digits_lt(cfg.imbalance_ratio, cfg.max_count or 120, cfg.test_per_class, cfg.profile, cfg.seed)
     if cfg.dataset in ("cifar10_lt", "cifar100_lt"):

@@ -18,7 +18,6 @@ from model.checkpoint import CheckpointError
 from sweep.config import ConfigError, load_run_config
 
 console = Console()
-err_console = Console(stderr=True)
 USER_ERRORS = (ConfigError, DatasetFilesError, ImageListError, CheckpointError, FileExistsError)
 
 
@@ -76,7 +75,7 @@ def cmd_train(args) -> int:
 
     with progress:
         metrics, parts = train_local(cfg, out, args.resume, on_epoch, on_start,
-                                     warn=lambda msg: err_console.print(msg, markup=False))
+                                     warn=lambda msg: print(msg, file=sys.stderr))
     if not metrics:
         console.print(f"{out}: the run had already finished all its epochs")
         return 0
@@ -139,10 +138,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (*USER_ERRORS, RunDirError) as exc:
         for line in str(exc).splitlines():
-            err_console.print(f"error: {line}", markup=False, highlight=False)
+            print(f"error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        err_console.print("interrupted: completed epochs are saved; continue with --resume")
+        print("interrupted: completed epochs are saved; continue with --resume", file=sys.stderr)
         return 130
 
 

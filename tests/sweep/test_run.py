@@ -1,0 +1,137 @@
+"""The training loop end to end on digits-LT: resume equality, NaN stop, checkpoints, learning."""
+
+from __future__ import annotations
+
+import pyarrow.dataset as ds
+import pytest
+import torch
+
+from model.checkpoint import load_checkpoint
+from model.train import NonFiniteLossError
+from sweep.build import build_run
+from sweep.run import RunDirError, checkpoints, train_local
+
+
+class Crash(Exception):
+    pass
+
+
+def _weights(path):
+    return load_checkpoint(path)["model"]
+
+
+def test_resume_equals_uninterrupted_run(tmp_path, tiny_cfg):
+    cfg = tiny_cfg("loss.contrastive=psc")
+    train_local(cfg, tmp_path / "straight")
+
+    def crash_after_first(metrics):
+        if metrics["epoch"] == 1:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train_local(cfg, tmp_path / "split", on_epoch=crash_after_first)
+    assert [p.name for p in checkpoints(tmp_path / "split")] == ["epoch-0001.pt"]
+    train_local(None, tmp_path / "split", resume=True)
+
+    a = _weights(tmp_path / "straight" / "checkpoints" / "epoch-0002.pt")
+    b = _weights(tmp_path / "split" / "checkpoints" / "epoch-0002.pt")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    epochs = ds.dataset(tmp_path / "split" / "epochs").to_table().to_pandas()
+    assert sorted(epochs["epoch"]) == [1, 2]  # each epoch once, none repeated by the resume
+
+
+def test_run_writes_documented_tables(tmp_path, tiny_cfg):
+    metrics, parts = train_local(tiny_cfg(), tmp_path / "run")
+    epochs = ds.dataset(tmp_path / "run" / "epochs").to_table().to_pandas()
+    per_class = ds.dataset(tmp_path / "run" / "per_class").to_table().to_pandas()
+    assert list(epochs["epoch"]) == [1, 2]
+    assert {"loss", "con_loss", "ce_loss", "alpha", "lr", "acc", "many_acc", "medium_acc", "few_acc",
+            "balanced_acc"} <= set(epochs.columns)
+    assert len(per_class) == 2 * 10  # one row per class per epoch
+    last = per_class[per_class.epoch == 2].sort_values("class_index")
+    assert list(last["train_count"]) == parts.class_counts
+    assert last["accuracy"].tolist() == pytest.approx(metrics["per_class_acc"])
+    assert epochs["alpha"].tolist() == pytest.approx([1.0, 1 - (1 / 2) ** 2])
+    assert not list((tmp_path / "run").rglob(".*.tmp"))
+
+
+def test_refuses_to_overwrite_a_run(tmp_path, tiny_cfg):
+    train_local(tiny_cfg("train.epochs=1"), tmp_path / "run")
+    before = (tmp_path / "run" / "config.yaml").read_text()
+    with pytest.raises(RunDirError, match="already holds a run"):
+        train_local(tiny_cfg("train.epochs=1"), tmp_path / "run")
+    with pytest.raises(RunDirError, match="differs"):
+        train_local(tiny_cfg("train.epochs=3"), tmp_path / "run", resume=True)
+    assert (tmp_path / "run" / "config.yaml").read_text() == before
+
+
+def test_resume_skips_a_corrupt_checkpoint(tmp_path, tiny_cfg):
+    cfg = tiny_cfg("train.epochs=3")
+
+    def crash_after_second(metrics):
+        if metrics["epoch"] == 2:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train_local(cfg, tmp_path / "run", on_epoch=crash_after_second)
+    newest = tmp_path / "run" / "checkpoints" / "epoch-0002.pt"
+    newest.write_bytes(newest.read_bytes()[:100])  # truncated
+    warnings = []
+    metrics, parts = train_local(None, tmp_path / "run", resume=True, warn=warnings.append)
+    assert len(warnings) == 1 and str(newest) in warnings[0]
+    assert metrics["epoch"] == 3
+    epochs = ds.dataset(tmp_path / "run" / "epochs").to_table().to_pandas()
+    assert sorted(epochs["epoch"]) == [1, 2, 3]  # epoch 2 re-run from epoch 1's checkpoint, rewritten once
+
+
+class NaNAt(torch.nn.Module):
+    """Wraps the objective as DDP does (``.module``); its ``n``-th call returns a NaN loss."""
+
+    def __init__(self, module, n):
+        super().__init__()
+        self.module, self.n, self.calls = module, n, 0
+
+    def forward(self, *args):
+        loss, con, ce = self.module(*args)
+        self.calls += 1
+        return (loss * float("nan") if self.calls == self.n else loss), con, ce
+
+
+def test_nan_loss_stops_with_epoch_and_step(tiny_cfg):
+    parts = build_run(tiny_cfg("train.batch_size=32"))
+    steps = parts.trainer.streams.steps_per_epoch
+    parts.trainer.objective = NaNAt(parts.trainer.objective, steps + 3)
+    with pytest.raises(NonFiniteLossError, match="epoch 2, step 3"):
+        parts.trainer.fit(lambda m, c: None)
+
+
+@pytest.mark.parametrize("contrastive", ["sc", "psc", "mpsc", "ce"])
+def test_every_branch_loss_trains(contrastive, tiny_cfg):
+    cfg = tiny_cfg(f"loss.contrastive={contrastive}", "loss.prototypes_per_class=3", "train.epochs=1")
+    metrics = build_run(cfg).trainer.fit(lambda m, c: None)
+    assert metrics["loss"] == metrics["loss"] and 0 <= metrics["acc"] <= 1
+
+
+def test_two_stage_freezes_backbone(tiny_cfg):
+    parts = build_run(tiny_cfg("curriculum.kind=two_stage", "curriculum.switch=0.5"))
+    net = parts.trainer.core.net
+    seen = {}
+
+    def report(metrics, ckpt):
+        seen[metrics["epoch"]] = ({k: v.clone() for k, v in net.backbone.state_dict().items()},
+                                  net.classifier.weight.detach().clone(), metrics)
+
+    parts.trainer.fit(report)
+    (b1, c1, m1), (b2, c2, m2) = seen[1], seen[2]
+    assert all(torch.equal(b1[k], b2[k]) for k in b1)  # frozen, BN statistics included
+    assert not torch.equal(c1, c2)
+    assert m1["alpha"] == 1.0 and m2["alpha"] == 0.0 and m2["con_loss"] is None
+
+
+def test_digits_lt_beats_chance_by_far(tiny_cfg):
+    cfg = tiny_cfg("train.epochs=15", "data.max_count=100", "data.test_per_class=40")
+    metrics = build_run(cfg).trainer.fit(lambda m, c: None)
+    assert metrics["acc"] > 0.6  # chance is 0.1
+    assert metrics["many_acc"] is not None and metrics["few_acc"] is not None
