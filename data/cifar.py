@@ -69,7 +69,11 @@ def load_cifar_lt(name: str, root: str | Path, imbalance_ratio: float = 100.0, p
     train_x, train_y = _read_split(folder, train_files, label_key)
     test_x, test_y = _read_split(folder, test_files, label_key)
     class_names = list(_read_pickle(folder / meta_file)[names_key])
-    per_class = max_count or int(np.bincount(train_y, minlength=num_classes).min())
+    available = int(np.bincount(train_y, minlength=num_classes).min())
+    if max_count and max_count > available:
+        raise ValueError(f"data.max_count: {max_count} given; {name} has at most {available} "
+                         f"training images per class in {folder}")
+    per_class = max_count or available
     keep = subsample_per_class(train_y, long_tail_counts(num_classes, per_class, imbalance_ratio, profile), seed)
     return InMemoryData(torch.from_numpy(train_x[keep]), torch.from_numpy(train_y[keep]),
                         torch.from_numpy(test_x), torch.from_numpy(test_y), class_names)

@@ -6,6 +6,7 @@ workers; augmented with torchvision transforms v2.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +37,7 @@ def read_text_list(list_path: Path, root: Path) -> tuple[list[Path], list[int]]:
         if not line or line.startswith("#"):
             continue
         rel, _, label = line.rpartition(" ")
-        if not rel or not label.lstrip("-").isdigit():
+        if not rel or not re.fullmatch(r"-?[0-9]+", label):
             raise ImageListError(f"{list_path}:{n}: expected 'relative/path label', got {line!r}")
         if int(label) < 0:
             raise ImageListError(f"{list_path}:{n}: label {label} is negative; labels are 0 .. C-1")
@@ -53,8 +54,11 @@ def read_inat_json(json_path: Path, root: Path) -> tuple[list[Path], list[int], 
         files = {img["id"]: img["file_name"] for img in doc["images"]}
         names = {int(c["id"]): str(c.get("name", c["id"])) for c in doc.get("categories", [])}
         pairs = [(files[a["image_id"]], int(a["category_id"])) for a in doc["annotations"]]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError) as exc:  # ValueError: bad JSON or a non-integer id
         raise ImageListError(f"{json_path}: not an iNaturalist annotation file ({type(exc).__name__}: {exc})") from exc
+    negative = [c for _, c in pairs if c < 0]
+    if negative:
+        raise ImageListError(f"{json_path}: category_id {negative[0]} is negative; labels are 0 .. C-1")
     paths = [_safe_path(root, f, str(json_path)) for f, _ in pairs]
     return paths, [c for _, c in pairs], names
 

@@ -27,7 +27,7 @@ def long_tail_counts(num_classes: int, max_count: int, imbalance_ratio: float,
         return [int(max_count * (1.0 / imbalance_ratio) ** (i / (num_classes - 1)))
                 for i in range(num_classes)]
     if profile == "step":
-        half = num_classes // 2
+        half = max(1, num_classes // 2)
         return [int(max_count)] * half + [int(max_count / imbalance_ratio)] * (num_classes - half)
     raise ValueError(f"data.profile: unknown value {profile!r}; allowed: {PROFILES}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from data.long_tail import class_counts, shot_groups
 from model.checkpoint import CheckpointError
 from sweep.config import ConfigError, load_run_config
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 140)
 USER_ERRORS = (ConfigError, DatasetFilesError, ImageListError, CheckpointError, FileExistsError)
 
 
@@ -108,6 +109,108 @@ def cmd_data_stats(args) -> int:
     return 0
 
 
+def _sweep_display(spec):
+    """A live status line: trials done / running / stopped early / failed, and the best so far."""
+    metric = spec.objective.metrics[0]
+
+    def show(cb) -> None:
+        done = sum(cb.counts.values())
+        best = f"best {metric} {_pct(cb.best[0])}% ({cb.best[1]})" if cb.best else "best -"
+        console.print(f"trials {done}/{spec.trials} done: {cb.counts['completed']} completed, "
+                      f"{cb.counts['stopped']} stopped early, {cb.counts['failed']} failed; {best}",
+                      highlight=False)
+
+    return show
+
+
+def best_trial(trials: list[dict], metric: str, mode: str) -> dict:
+    """The best trial by its final ``metric``; completed trials first, then any that reported."""
+    key = f"final_{metric}"
+    scored = [t for t in trials if t.get(key) is not None and t[key] == t[key]]
+    finished = [t for t in scored if t["status"] == "completed"] or scored
+    if not finished:
+        raise ConfigError(f"--metric: no trial reported {metric!r}")
+    return (max if mode == "max" else min)(finished, key=lambda t: t[key])
+
+
+def trials_table(trials: list[dict], metric: str, mode: str, limit: int = 10) -> Table:
+    key = f"final_{metric}"
+    rows = sorted(trials, key=lambda t: -math.inf if t.get(key) is None else (t[key] if mode == "max" else -t[key]),
+                  reverse=True)
+    params = sorted({k for t in trials for k in t if k.startswith("param.")})
+    table = Table(title=f"trials by final {metric} ({len(trials)} in all, top {min(limit, len(trials))})")
+    for col in ("trial", "status", "epochs", *[p.removeprefix("param.") for p in params], "acc", "many", "medium",
+                "few"):
+        table.add_column(col)
+    for t in rows[:limit]:
+        vals = [t["trial_id"], t["status"], str(t["epochs_done"])]
+        vals += ["-" if t.get(p) is None else (f"{t[p]:.3g}" if isinstance(t[p], float) else str(t[p]))
+                 for p in params]
+        vals += [_pct(t.get(f"final_{m}")) for m in ("acc", "many_acc", "medium_acc", "few_acc")]
+        table.add_row(*vals)
+    return table
+
+
+def cmd_sweep(args) -> int:
+    from sweep.spec import load_sweep_spec
+    from sweep.tuner import run_sweep
+
+    spec, base = load_sweep_spec(args.spec, args.set)
+    console.print(f"sweep {spec.name}: {spec.trials} trials, {spec.search.algorithm} search, "
+                  f"{spec.scheduler.kind} scheduler, storage {spec.storage}")
+    trials, seconds = run_sweep(spec, base, args.resume, args.address, _sweep_display(spec), args.num_cpus)
+    rows = trials.to_pylist() if trials is not None else []
+    metric, mode = spec.objective.metrics[0], spec.objective.modes[0]
+    console.print(trials_table(rows, metric, mode))
+    best = best_trial(rows, metric, mode)
+    console.print(f"best trial: {best['trial_id']} ({best['status']}, {best['epochs_done']} epochs)")
+    console.print(summary_table({k.removeprefix("final_"): v for k, v in best.items()},
+                                f"best trial {best['trial_id']}: test accuracy (%)"))
+    results = Path(spec.storage) / spec.name / "results"
+    console.print(f"sweep wall time {seconds:.0f}s; results: {results}")
+    console.print(f"next: hybridlt export-best {results} -o best.yaml && hybridlt train --config best.yaml")
+    return 0
+
+
+def cmd_export_best(args) -> int:
+    import yaml
+
+    from sweep.results import open_store, read_dataset
+    from sweep.store import write_text_atomic
+
+    root = open_store(args.results)
+    trials = read_dataset(root, "trials")
+    if trials is None or trials.num_rows == 0:
+        raise ConfigError(f"RESULTS: {root} holds no finished trial yet")
+    sweep_doc = yaml.safe_load((root / "sweep.yaml").read_text()) if (root / "sweep.yaml").is_file() else {}
+    objective = (sweep_doc.get("spec") or {}).get("objective") or {}
+    default_metric = objective.get("metric", "acc")
+    metric = args.metric or (default_metric[0] if isinstance(default_metric, list) else default_metric)
+    default_mode = objective.get("mode", "max")
+    mode = args.mode or (default_mode[0] if isinstance(default_mode, list) else default_mode)
+    best = best_trial(trials.to_pylist(), metric, mode)
+    out = Path(args.output)
+    if out.exists() and not args.force:
+        raise FileExistsError(f"-o: {out} exists; pass --force to overwrite it")
+    cfg = load_run_config_text(best["config_yaml"], best["trial_id"])
+    header = (f"# best trial {best['trial_id']} of {root} by final {metric} ({mode}): "
+              f"{_pct(best.get('final_' + metric))}%\n")
+    write_text_atomic(header + cfg.to_yaml(), out)
+    console.print(f"wrote {out}: trial {best['trial_id']}, final {metric} {_pct(best.get('final_' + metric))}%")
+    return 0
+
+
+def load_run_config_text(text: str | None, trial_id: str):
+    import yaml
+
+    from sweep.config import validate_run_config
+
+    if not text:
+        raise ConfigError(f"trial {trial_id}: no resolved config was stored")
+    cfg = validate_run_config(yaml.safe_load(text), f"trial {trial_id}")
+    return cfg.model_copy(update={"name": f"{cfg.name}-best"})
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hybridlt", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -120,6 +223,22 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=cmd_train)
 
+    sweep = sub.add_parser("sweep", help="run (or --resume) a sweep spec on Ray Tune")
+    sweep.add_argument("spec", help="sweep spec YAML")
+    sweep.add_argument("--set", action="append", default=[], metavar="a.b=value", help="override a spec field")
+    sweep.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
+    sweep.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    sweep.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
+    sweep.set_defaults(func=cmd_sweep)
+
+    export = sub.add_parser("export-best", help="write the best trial's run config")
+    export.add_argument("results", help="the sweep's results folder (or the sweep folder)")
+    export.add_argument("--metric", help="default: the sweep's first objective")
+    export.add_argument("--mode", choices=["max", "min"])
+    export.add_argument("-o", "--output", required=True)
+    export.add_argument("--force", action="store_true", help="overwrite --output")
+    export.set_defaults(func=cmd_export_best)
+
     data = sub.add_parser("data", help="dataset tools")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     stats = data_sub.add_parser("stats", help="class counts and many/medium/few groups")
@@ -130,13 +249,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from sweep.results import StoreError
     from sweep.run import RunDirError
+    from sweep.tuner import SweepError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (*USER_ERRORS, RunDirError) as exc:
+    except (*USER_ERRORS, RunDirError, StoreError, SweepError) as exc:
         for line in str(exc).splitlines():
             print(f"error: {line}", file=sys.stderr)
         return 2

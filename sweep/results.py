@@ -1,0 +1,155 @@
+"""The sweep results store: ``<storage>/<name>/results/{trials,epochs,per_class}/`` Parquet datasets.
+
+``trials``: one file per trial, written once when the trial ends (completed, stopped early or
+failed). ``epochs`` and ``per_class``: one file per trial and epoch, written by the trial's
+rank 0 as it reports (a re-run epoch after a restart replaces its own file atomically).
+``sweep.yaml`` holds the spec and the resolved base config; ``pareto.parquet`` the
+non-dominated trials of a multi-objective sweep. Readable with pyarrow, pandas or DuckDB.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import yaml
+
+from sweep.store import (
+    EPOCH_SCHEMA,
+    PER_CLASS_SCHEMA,
+    SCHEMA_VERSION,
+    epoch_table,
+    per_class_table,
+    write_table_atomic,
+    write_text_atomic,
+)
+
+GROUP_METRICS = ("acc", "balanced_acc", "many_acc", "medium_acc", "few_acc")
+TRIAL_FIXED = [
+    ("trial_id", pa.string()), ("status", pa.string()), ("error", pa.string()), ("epochs_done", pa.int32()),
+    ("epochs_planned", pa.int32()), ("wall_time_s", pa.float64()),
+    *[(f"final_{m}", pa.float64()) for m in GROUP_METRICS],
+    *[(f"best_{m}", pa.float64()) for m in GROUP_METRICS], ("best_epoch", pa.int32()),
+    ("config_yaml", pa.string()), ("schema_version", pa.int32()),
+]
+TABLES = {"epochs": EPOCH_SCHEMA, "per_class": PER_CLASS_SCHEMA}
+
+
+class StoreError(ValueError):
+    """A results path that is not a hybridlt store; the message names it."""
+
+
+def results_dir(storage: str | Path, name: str) -> Path:
+    return Path(storage).expanduser().resolve() / name / "results"
+
+
+def param_type(values) -> pa.DataType:
+    """The Arrow type of a searched parameter's column, from the values its distribution allows."""
+    vals = [v for v in values if v is not None]
+    if vals and all(isinstance(v, bool) for v in vals):
+        return pa.bool_()
+    if vals and all(isinstance(v, int) and not isinstance(v, bool) for v in vals):
+        return pa.int64()
+    if vals and all(isinstance(v, int | float) and not isinstance(v, bool) for v in vals):
+        return pa.float64()
+    return pa.string()
+
+
+def trials_schema(param_types: dict[str, pa.DataType]) -> pa.Schema:
+    fields = [pa.field(n, t) for n, t in TRIAL_FIXED]
+    fields += [pa.field(f"param.{path}", t) for path, t in param_types.items()]
+    return pa.schema(fields).with_metadata({"hybridlt_schema_version": str(SCHEMA_VERSION)})
+
+
+def _cast(value, typ: pa.DataType):
+    if value is None:
+        return None
+    if typ == pa.string():
+        return value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True).strip()
+    if typ == pa.float64():
+        return float(value)
+    return value
+
+
+class ResultsWriter:
+    """Writes one trial's rows under ``results/``; used from the trial's rank 0 and the driver."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def epoch(self, trial_id: str, metrics: dict, class_names, counts) -> None:
+        name = f"{trial_id}-epoch-{metrics['epoch']:04d}.parquet"
+        write_table_atomic(epoch_table(trial_id, metrics), self.root / "epochs" / name)
+        write_table_atomic(per_class_table(trial_id, metrics, class_names, counts), self.root / "per_class" / name)
+
+    def trial(self, row: dict, schema: pa.Schema) -> None:
+        clean = {f.name: _cast(row.get(f.name), f.type) for f in schema}
+        clean["schema_version"] = SCHEMA_VERSION
+        write_table_atomic(pa.Table.from_pylist([clean], schema=schema),
+                           self.root / "trials" / f"{row['trial_id']}.parquet")
+
+    def sweep_yaml(self, spec_dump: dict, base_dump: dict, param_types: dict[str, pa.DataType]) -> None:
+        doc = {"schema_version": SCHEMA_VERSION, "spec": spec_dump, "base": base_dump,
+               "params": {k: str(v) for k, v in param_types.items()}}
+        write_text_atomic(yaml.safe_dump(doc, sort_keys=False), self.root / "sweep.yaml")
+
+
+def read_dataset(root: str | Path, table: str) -> pa.Table | None:
+    """A table of a results store, skipping (with a warning) files that are not ours or not whole."""
+    folder = Path(root) / table
+    if not folder.is_dir():
+        return None
+    good = []
+    for path in sorted(folder.glob("*.parquet")):
+        try:
+            schema = ds.dataset(str(path), format="parquet").schema
+        except (pa.ArrowInvalid, OSError) as exc:
+            warnings.warn(f"results store: skipping {path}: not a readable Parquet file ({exc})", stacklevel=2)
+            continue
+        if "trial_id" not in schema.names:
+            warnings.warn(f"results store: skipping {path}: not a hybridlt {table} file", stacklevel=2)
+            continue
+        good.append(str(path))
+    if not good:
+        return None
+    schema = TABLES.get(table) or ds.dataset(good[0], format="parquet").schema
+    return ds.dataset(good, format="parquet", schema=schema).to_table()
+
+
+def open_store(path: str | Path) -> Path:
+    """The ``results`` folder for a path given by a user: the folder itself or the sweep folder above it."""
+    path = Path(path).expanduser()
+    for candidate in (path, path / "results"):
+        if (candidate / "sweep.yaml").is_file() or (candidate / "trials").is_dir():
+            return candidate
+    raise StoreError(f"RESULTS: {path} is not a hybridlt results store (no sweep.yaml or trials/ inside)")
+
+
+def trial_summary(epochs: list[dict] | None) -> dict:
+    """Final and best metrics of one trial from its epoch rows (sorted by epoch)."""
+    if not epochs:
+        return {"epochs_done": 0}
+    last = epochs[-1]
+    best = max(epochs, key=lambda r: -math.inf if r.get("acc") is None else r["acc"])
+    out = {"epochs_done": int(last["epoch"]), "best_epoch": int(best["epoch"])}
+    for m in GROUP_METRICS:
+        out[f"final_{m}"] = last.get(m)
+        out[f"best_{m}"] = max((r[m] for r in epochs if r.get(m) is not None), default=None)
+    return out
+
+
+def pareto_front(points: list[tuple[str, list[float]]], modes: list[str]) -> list[str]:
+    """Ids of the non-dominated points (each objective maximised or minimised per ``modes``)."""
+    signs = [1 if m == "max" else -1 for m in modes]
+    scored = [(tid, [s * v for s, v in zip(signs, vals, strict=True)]) for tid, vals in points
+              if all(v is not None and not math.isnan(v) for v in vals)]
+    front = []
+    for tid, a in scored:
+        dominated = any(all(x >= y for x, y in zip(b, a, strict=True)) and any(x > y for x, y in zip(b, a, strict=True))
+                        for _, b in scored)
+        if not dominated:
+            front.append(tid)
+    return front

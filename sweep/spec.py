@@ -1,0 +1,217 @@
+"""Sweep specs: a base run config, a search space, objective(s), search algorithm, scheduler,
+resources, trials, concurrency and storage. Validated before Ray starts (``ConfigError``).
+
+A space entry maps a dotted config path to one distribution, with an optional ``when``
+condition on values sampled before it (or fixed in the base config)::
+
+    loss.contrastive: {choice: [sc, psc, mpsc]}
+    loss.temperature: {loguniform: [0.05, 1.0]}
+    loss.prototypes_per_class: {int: [1, 4], when: {loss.contrastive: mpsc}}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sweep.config import (
+    ConfigError,
+    RunConfig,
+    apply_overrides,
+    format_validation_error,
+    read_yaml,
+    validate_run_config,
+)
+
+DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice", "grid")
+EPOCH_METRICS = ("acc", "balanced_acc", "many_acc", "medium_acc", "few_acc", "loss", "ce_loss", "con_loss")
+
+
+IntRange = tuple[int, int]  # named before Param, whose field "int" shadows the builtin
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Param(Strict):
+    loguniform: tuple[float, float] | None = None
+    uniform: tuple[float, float] | None = None
+    int: IntRange | None = None
+    choice: list[Any] | None = None
+    grid: list[Any] | None = None
+    log: bool = Field(False, description="int: sample on a log scale")
+    when: dict[str, Any | list[Any]] = Field(default_factory=dict,
+                                             description="sample only when these paths have these values")
+
+    @model_validator(mode="after")
+    def _one(self):
+        given = [d for d in DISTRIBUTIONS if getattr(self, d) is not None]
+        if len(given) != 1:
+            raise ValueError(f"exactly one distribution of {DISTRIBUTIONS} is required, got {given or 'none'}")
+        kind = given[0]
+        bounds = getattr(self, kind)
+        if kind in ("loguniform", "uniform", "int") and not bounds[0] < bounds[1]:
+            raise ValueError(f"{kind}: low {bounds[0]} must be < high {bounds[1]}")
+        if kind == "loguniform" and bounds[0] <= 0:
+            raise ValueError(f"loguniform: low {bounds[0]} must be > 0")
+        if kind in ("choice", "grid") and not bounds:
+            raise ValueError(f"{kind}: at least one value is required")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(d for d in DISTRIBUTIONS if getattr(self, d) is not None)
+
+    @property
+    def values(self):
+        return getattr(self, self.kind)
+
+
+class Objective(Strict):
+    metric: str | list[str] = "acc"
+    mode: Literal["max", "min"] | list[Literal["max", "min"]] = "max"
+
+    @model_validator(mode="after")
+    def _shape(self):
+        metrics = self.metrics
+        for m in metrics:
+            if m not in EPOCH_METRICS:
+                raise ValueError(f"objective.metric: unknown metric {m!r}; allowed: {EPOCH_METRICS}")
+        if isinstance(self.mode, list) and len(self.mode) != len(metrics):
+            raise ValueError(f"objective.mode: {len(self.mode)} modes for {len(metrics)} metrics")
+        return self
+
+    @property
+    def metrics(self) -> list[str]:
+        return self.metric if isinstance(self.metric, list) else [self.metric]
+
+    @property
+    def modes(self) -> list[str]:
+        return self.mode if isinstance(self.mode, list) else [self.mode] * len(self.metrics)
+
+
+class Search(Strict):
+    algorithm: Literal["tpe", "random", "grid"] = "tpe"
+    seed: int = 0
+
+
+class Scheduler(Strict):
+    kind: Literal["asha", "none"] = "asha"
+    grace_period: int = Field(5, ge=1, description="epochs every trial runs before ASHA may stop it")
+    reduction_factor: float = Field(3.0, gt=1.0)
+
+
+class Resources(Strict):
+    workers: int = Field(1, ge=1, description="DDP workers per trial (Ray Train)")
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0, description="fractional: 0.25 = four trials share a GPU")
+    use_train: bool | None = Field(None, description="run one-worker trials through Ray Train too "
+                                                     "(default: only when workers > 1)")
+    max_failures: int = Field(2, ge=0, description="restarts of a trial from its checkpoint after a lost worker")
+
+
+class SweepSpec(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    storage: str = "runs/sweeps"
+    base: str | dict = Field(description="a run config: a YAML path (relative to the spec) or a mapping")
+    overrides: list[str] = Field(default_factory=list, description="--set style overrides of the base")
+    space: dict[str, Param]
+    objective: Objective = Objective()
+    search: Search = Search()
+    scheduler: Scheduler = Scheduler()
+    resources: Resources = Resources()
+    trials: int = Field(16, ge=1, description="trials to run (grid: repeats of the whole grid)")
+    concurrency: int | None = Field(None, ge=1, description="default: as many as the resources allow")
+    time_budget_s: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _algorithm_fits(self):
+        has_grid = any(p.kind == "grid" for p in self.space.values())
+        if has_grid and self.search.algorithm != "grid":
+            raise ValueError("space: 'grid' parameters need search.algorithm: grid (Optuna cannot mix them)")
+        if self.search.algorithm == "grid":
+            bad = [k for k, p in self.space.items() if p.kind not in ("grid", "choice") or p.when]
+            if bad:
+                raise ValueError(f"search.algorithm grid: every parameter must be grid or choice without 'when' "
+                                 f"({bad[0]} is not)")
+        if len(self.objective.metrics) > 1 and self.search.algorithm == "grid":
+            raise ValueError("objective: several metrics need search.algorithm tpe or random")
+        return self
+
+
+def _check_space(spec: SweepSpec, base: RunConfig) -> None:
+    """Every parameter names a config field, every value validates, every condition is reachable."""
+    raw = base.model_dump(mode="json")
+    seen: dict[str, Param] = {}
+    for path, param in spec.space.items():
+        node = raw
+        for part in path.split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise ConfigError(f"space.{path}: not a field of the run config")
+            node = node[part]
+        for cond_path in param.when:
+            if cond_path not in seen and _lookup(raw, cond_path) is _MISSING:
+                raise ConfigError(f"space.{path}.when: {cond_path} is neither a field nor an earlier parameter")
+        for value in param.values:  # every choice, or both bounds of a range
+            try:
+                trial_raw = base.model_dump(mode="json")
+                _assign(trial_raw, path, value)
+                RunConfig.model_validate(trial_raw)
+            except ValidationError as exc:
+                first = format_validation_error(exc, f"space.{path}").splitlines()[0]
+                raise ConfigError(f"space.{path}: value {value!r} is not allowed ({first})") from None
+        seen[path] = param
+
+
+_MISSING = object()
+
+
+def _lookup(raw: dict, path: str):
+    node = raw
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+def _assign(raw: dict, path: str, value) -> None:
+    parts = path.split(".")
+    node = raw
+    for part in parts[:-1]:
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def apply_params(base: RunConfig, params: dict[str, Any], extra: dict[str, Any] | None = None) -> RunConfig:
+    """The trial's run config: base with sampled parameters (dotted paths) applied and validated."""
+    raw = base.model_dump(mode="json")
+    for path, value in {**params, **(extra or {})}.items():
+        _assign(raw, path, value)
+    return validate_run_config(raw, "trial")
+
+
+def load_base(spec: SweepSpec, spec_dir: Path) -> RunConfig:
+    if isinstance(spec.base, str):
+        base_path = (spec_dir / spec.base) if not Path(spec.base).is_absolute() else Path(spec.base)
+        raw = read_yaml(base_path, "base")
+        source = str(base_path)
+    else:
+        raw, source = dict(spec.base), "base"
+    return validate_run_config(apply_overrides(raw, spec.overrides), source)
+
+
+def load_sweep_spec(path: str | Path, overrides: list[str] = ()) -> tuple[SweepSpec, RunConfig]:
+    """Read and check a sweep spec: the spec itself, its base config and its space."""
+    path = Path(path)
+    raw = apply_overrides(read_yaml(path, "sweep spec"), list(overrides))
+    try:
+        spec = SweepSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, str(path))) from None
+    base = load_base(spec, path.resolve().parent)
+    _check_space(spec, base)
+    return spec, base

@@ -1,0 +1,118 @@
+"""One sweep trial: the training loop under Ray Tune, directly or inside a Ray Train TorchTrainer.
+
+``trial_main(params, ctx)`` is the Tune trainable. With ``ctx.use_train`` it builds a
+``TorchTrainer`` with ``workers`` DDP workers that each run ``worker_loop``; otherwise it runs
+``worker_loop`` itself (one process, no worker group). Rank 0 writes the epoch and per-class rows
+to the results store as it reports, so a trial stopped by ASHA keeps everything it reported.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from model.checkpoint import load_checkpoint, save_checkpoint
+from sweep.build import build_run
+from sweep.config import RunConfig, validate_run_config
+from sweep.results import ResultsWriter
+from sweep.spec import apply_params
+
+CKPT_NAME = "checkpoint.pt"
+
+
+@dataclass
+class TrialContext:
+    """What every trial needs from the driver (pickled to the Ray workers)."""
+
+    base: RunConfig
+    results_root: str
+    train_storage: str
+    use_train: bool
+    workers: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    max_failures: int = 2
+    extra: dict | None = None  # fixed overrides of every trial (ablations: variant, seed)
+
+
+def _scalars(metrics: dict) -> dict:
+    """Tune-facing metrics: numbers only, missing groups as NaN (ASHA and Optuna need numbers)."""
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, list):
+            continue
+        out[key] = math.nan if value is None else value
+    return out
+
+
+def worker_loop(config: dict) -> None:
+    """Runs on every Train worker (``api='train'``) or in the trial itself (``api='tune'``)."""
+    import torch
+
+    cfg = validate_run_config(config["cfg"], "trial")
+    if config["api"] == "train":
+        import ray.train as api
+        import ray.train.torch as rtt
+
+        ctx = api.get_context()
+        rank, world = ctx.get_world_rank(), ctx.get_world_size()
+        device = torch.device("cpu") if cfg.train.device == "cpu" else rtt.get_device()
+        if cfg.train.device == "cuda" and device.type != "cuda":
+            raise RuntimeError("train.device: 'cuda' but this worker has no GPU (set resources.gpus_per_worker)")
+        wrap = (lambda m: rtt.prepare_model(m, move_to_device=False)) if world > 1 else None
+    else:
+        import ray.tune as api
+
+        rank, world, device, wrap = 0, 1, None, None
+    parts = build_run(cfg, rank, world, device, wrap=wrap)
+    checkpoint = api.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            parts.trainer.load_state_dict(load_checkpoint(Path(folder) / CKPT_NAME))
+    writer = ResultsWriter(config["results_root"]) if rank == 0 else None
+    trial_id = config["trial_id"]
+
+    def report(metrics: dict, state: dict | None) -> None:
+        if writer is not None:
+            writer.epoch(trial_id, metrics, parts.class_names, parts.class_counts)
+        scalars = _scalars(metrics)
+        if state is not None and rank == 0:
+            with tempfile.TemporaryDirectory() as tmp:
+                save_checkpoint(state, Path(tmp) / CKPT_NAME)
+                api.report(scalars, checkpoint=api.Checkpoint.from_directory(tmp))
+        else:
+            api.report(scalars)
+
+    parts.trainer.fit(report)
+
+
+def trial_main(params: dict, ctx: TrialContext) -> None:
+    """The Tune trainable: resolve the trial's config, then train it (Train workers or in place)."""
+    import ray.tune as tune
+
+    trial_id = tune.get_context().get_trial_id()
+    cfg = apply_params(ctx.base, params, ctx.extra)
+    loop_config = {"cfg": cfg.model_dump(mode="json"), "trial_id": trial_id, "results_root": ctx.results_root}
+    if not ctx.use_train:
+        worker_loop({**loop_config, "api": "tune"})
+        return
+    import ray.train as train
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    use_gpu = ctx.gpus_per_worker > 0
+    resources = {"CPU": ctx.cpus_per_worker, **({"GPU": ctx.gpus_per_worker} if use_gpu else {})}
+    trainer = TorchTrainer(
+        worker_loop,
+        train_loop_config={**loop_config, "api": "train"},
+        scaling_config=train.ScalingConfig(num_workers=ctx.workers, use_gpu=use_gpu, resources_per_worker=resources),
+        run_config=train.RunConfig(
+            name=trial_id, storage_path=ctx.train_storage,
+            failure_config=train.FailureConfig(max_failures=ctx.max_failures),
+            checkpoint_config=train.CheckpointConfig(num_to_keep=2),
+            callbacks=[TuneReportCallback()],
+        ),
+    )
+    trainer.fit()

@@ -1,0 +1,286 @@
+"""The sweep driver: a local (or cluster) Ray, Ray Tune + OptunaSearch + ASHA, resume, the store.
+
+``run_sweep(spec, base, resume)`` starts Ray when none is running, runs (or restores) the Tune
+experiment ``<storage>/<name>``, writes one ``trials`` row per finished trial from the driver,
+and returns the trials table. Ray schedules everything: no queue or pool of our own.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from pathlib import Path
+
+import pyarrow as pa
+
+from sweep.config import ConfigError
+from sweep.results import ResultsWriter, param_type, pareto_front, read_dataset, trial_summary, trials_schema
+from sweep.spec import SweepSpec
+from sweep.trial import TrialContext, trial_main
+
+TRIAL_RESOURCE = "hybridlt_trial"
+
+
+class SweepError(RuntimeError):
+    """The sweep cannot start or resume as asked; the message says why and what to do."""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_ray(address: str | None, trial_slots: int, num_cpus: int | None = None) -> None:
+    """Connect to ``address`` or start a local Ray with its dashboard on loopback (needed for the
+    State API that cleans up a stopped trial's placement group) and the trial-slot resource."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, log_to_driver=False)
+        return
+    port = _free_port()
+    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1",
+             dashboard_port=port, resources={TRIAL_RESOURCE: trial_slots}, log_to_driver=False,
+             runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}},
+             configure_logging=False)
+
+
+def concurrency_for(spec: SweepSpec, cpus: float, gpus: float) -> int:
+    """Trials that fit at once, so that no trial waits on another's resources."""
+    r = spec.resources
+    fits = [math.floor(cpus / (r.workers * r.cpus_per_worker))]
+    if r.gpus_per_worker > 0:
+        fits.append(math.floor(gpus / (r.workers * r.gpus_per_worker) + 1e-9))
+    limit = min(fits)
+    if limit < 1:
+        raise ConfigError(f"resources: a trial needs {r.workers} x {r.cpus_per_worker} CPUs and "
+                          f"{r.workers} x {r.gpus_per_worker} GPUs but the cluster has {cpus} CPUs, {gpus} GPUs")
+    return min(limit, spec.concurrency or limit, spec.trials)
+
+
+class DefineByRun:
+    """Optuna's define-by-run space: parameters in spec order, each only where its ``when`` holds.
+
+    A class rather than a closure: OptunaSearch pickles it into the experiment state for resume.
+    """
+
+    def __init__(self, spec: SweepSpec, base_raw: dict):
+        self.space = {path: p.model_dump() for path, p in spec.space.items()}
+        self.kinds = {path: p.kind for path, p in spec.space.items()}
+        self.base_raw = base_raw
+
+    def lookup(self, path: str, sampled: dict):
+        if path in sampled:
+            return sampled[path]
+        node = self.base_raw
+        for part in path.split("."):
+            node = node[part]
+        return node
+
+    def __call__(self, trial) -> None:
+        sampled: dict = {}
+        for path, p in self.space.items():
+            if not all(self.lookup(c, sampled) in (v if isinstance(v, list) else [v]) for c, v in p["when"].items()):
+                continue
+            kind = self.kinds[path]
+            if kind == "loguniform":
+                sampled[path] = trial.suggest_float(path, *p[kind], log=True)
+            elif kind == "uniform":
+                sampled[path] = trial.suggest_float(path, *p[kind])
+            elif kind == "int":
+                sampled[path] = trial.suggest_int(path, *p[kind], log=p["log"])
+            else:
+                sampled[path] = trial.suggest_categorical(path, p[kind])
+        return None
+
+
+class StoreCallback:
+    """Driver-side Tune callback: one ``trials`` row per finished trial, and the terminal progress."""
+
+    def __init__(self, spec: SweepSpec, root: Path, schema: pa.Schema, epochs: int, show=None):
+        self.spec, self.root, self.schema, self.epochs = spec, root, schema, epochs
+        self.show = show
+        self.counts = {"completed": 0, "stopped": 0, "failed": 0}
+        self.best: tuple[float, str] | None = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "show": None}  # the console display is not pickled into tuner.pkl
+
+    def row(self, trial_id: str, config: dict, status: str, error: str | None, wall: float | None) -> dict:
+        epochs = read_dataset(self.root, "epochs")
+        rows = []
+        if epochs is not None:
+            rows = sorted((r for r in epochs.to_pylist() if r["trial_id"] == trial_id), key=lambda r: r["epoch"])
+        summary = trial_summary(rows)
+        if status == "completed" and summary["epochs_done"] < self.epochs:
+            status = "stopped"
+        from sweep.spec import apply_params
+
+        try:
+            config_yaml = apply_params(self.spec_base, config, self.extra).to_yaml()
+        except Exception:  # a config that failed validation still gets its row, with the error
+            config_yaml = None
+        out = {"trial_id": trial_id, "status": status, "error": error, "epochs_planned": self.epochs,
+               "wall_time_s": wall, "config_yaml": config_yaml, **summary}
+        out.update({f"param.{k}": v for k, v in config.items()})
+        return out
+
+    def write(self, trial_id: str, config: dict, last_result: dict | None, status: str,
+              error: str | None = None) -> None:
+        wall = (last_result or {}).get("time_total_s")
+        row = self.row(trial_id, dict(config), status, error, wall)
+        ResultsWriter(self.root).trial(row, self.schema)
+        self.counts[row["status"]] += 1
+        metric = self.spec.objective.metrics[0]
+        value = row.get(f"final_{metric}")
+        if value is not None and not math.isnan(value):
+            sign = 1 if self.spec.objective.modes[0] == "max" else -1
+            if self.best is None or sign * value > sign * self.best[0]:
+                self.best = (value, trial_id)
+        if self.show:
+            self.show(self)
+
+
+def make_callback_class():
+    from ray.tune import Callback
+
+    class _TuneStoreCallback(StoreCallback, Callback):
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.write(trial.trial_id, trial.config, trial.last_result, "completed")
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            error = trial.get_error()
+            text = str(error).strip().splitlines()[-1] if error else "error"
+            self.write(trial.trial_id, trial.config, trial.last_result, "failed", text[:2000])
+
+    return _TuneStoreCallback
+
+
+def run_sweep(spec: SweepSpec, base, resume: bool = False, address: str | None = None, show=None,
+              num_cpus: int | None = None, extra: dict | None = None, param_space: dict | None = None):
+    """Run or resume the sweep; returns the ``trials`` table (pyarrow) when it ends."""
+    import ray
+    from ray import tune
+
+    storage = spec.storage if "://" in spec.storage else str(Path(spec.storage).expanduser().resolve())
+    exp_dir = f"{storage.rstrip('/')}/{spec.name}"
+    root = Path(exp_dir) / "results"
+    can_restore = tune.Tuner.can_restore(exp_dir)
+    if resume and not can_restore:
+        raise SweepError(f"--resume: no sweep to resume at {exp_dir}; start it without --resume")
+    if not resume and (can_restore or root.exists()):
+        raise SweepError(f"sweep {spec.name!r} already exists at {exp_dir}; pass --resume to continue it "
+                         f"or choose another name (--set name=...)")
+
+    r = spec.resources
+    use_train = r.use_train if r.use_train is not None else r.workers > 1
+    slots = spec.concurrency or spec.trials
+    start_ray(address, slots, num_cpus)
+    total = ray.cluster_resources()
+    concurrency = concurrency_for(spec, total.get("CPU", 0), total.get("GPU", 0))
+
+    params = {path: [v for v in p.values] if p.kind in ("choice", "grid") else p.values
+              for path, p in spec.space.items()}
+    types = {path: param_type(values) for path, values in params.items()}
+    if param_space:
+        types.update({path: param_type(values) for path, values in param_space.items()})
+    schema = trials_schema(types)
+    writer = ResultsWriter(root)
+    if not resume:
+        writer.sweep_yaml(spec.model_dump(mode="json"), base.model_dump(mode="json"), types)
+
+    ctx = TrialContext(base=base, results_root=str(root), train_storage=f"{exp_dir}/train", use_train=use_train,
+                       workers=r.workers, cpus_per_worker=r.cpus_per_worker, gpus_per_worker=r.gpus_per_worker,
+                       max_failures=r.max_failures, extra=extra)
+    if use_train:  # the trial function only waits on its workers: a slot, no CPU (RAY.md: CPU deadlock)
+        resources = {"CPU": 0, TRIAL_RESOURCE: 1}
+    else:
+        resources = {"CPU": r.cpus_per_worker, **({"GPU": r.gpus_per_worker} if r.gpus_per_worker else {})}
+    trainable = tune.with_resources(tune.with_parameters(trial_main, ctx=ctx), resources)
+
+    callback = make_callback_class()(spec, root, schema, base.train.epochs, show)
+    callback.spec_base, callback.extra = base, extra
+    if resume:
+        tuner = tune.Tuner.restore(exp_dir, trainable, resume_unfinished=True, resume_errored=False)
+        if show:  # the restored callback lost its display when it was pickled
+            for cb in tuner._local_tuner._run_config.callbacks or []:
+                if isinstance(cb, StoreCallback):
+                    cb.show = show
+    else:
+        tuner = _new_tuner(spec, base, trainable, callback, concurrency, storage, param_space)
+    started = time.time()
+    grid = tuner.fit()
+    _reconcile(grid, callback, root)
+    if len(spec.objective.metrics) > 1:
+        _write_pareto(spec, root)
+    trials = read_dataset(root, "trials")
+    return trials, time.time() - started
+
+
+def _new_tuner(spec, base, trainable, callback, concurrency, storage, param_space):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import ConcurrencyLimiter
+
+    metrics, modes = spec.objective.metrics, spec.objective.modes
+    scheduler = None
+    if spec.scheduler.kind == "asha":
+        scheduler = ASHAScheduler(time_attr="epoch", metric=metrics[0], mode=modes[0], max_t=base.train.epochs,
+                                  grace_period=min(spec.scheduler.grace_period, base.train.epochs),
+                                  reduction_factor=spec.scheduler.reduction_factor)
+    if spec.search.algorithm == "grid" or param_space:
+        space = dict(param_space or {})
+        for path, p in spec.space.items():
+            space[path] = tune.grid_search(list(p.values))
+        search_alg, num_samples = None, spec.trials
+    else:
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+
+        sampler = (optuna.samplers.TPESampler(seed=spec.search.seed) if spec.search.algorithm == "tpe"
+                   else optuna.samplers.RandomSampler(seed=spec.search.seed))
+        multi = len(metrics) > 1
+        search = OptunaSearch(space=DefineByRun(spec, base.model_dump(mode="json")),
+                              metric=metrics if multi else metrics[0], mode=modes if multi else modes[0],
+                              sampler=sampler)
+        search_alg, space, num_samples = ConcurrencyLimiter(search, max_concurrent=concurrency), None, spec.trials
+    tune_config = tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
+                                  max_concurrent_trials=concurrency, time_budget_s=spec.time_budget_s)
+    if scheduler is None and len(metrics) == 1:
+        tune_config.metric, tune_config.mode = metrics[0], modes[0]
+    run_config = tune.RunConfig(name=spec.name, storage_path=storage, verbose=0, callbacks=[callback],
+                                failure_config=tune.FailureConfig(max_failures=0))
+    return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config)
+
+
+def _reconcile(grid, callback: StoreCallback, root: Path) -> None:
+    """Write the rows a killed driver never wrote: every finished trial has exactly one."""
+    trials = read_dataset(root, "trials")
+    have = set(trials.column("trial_id").to_pylist()) if trials is not None else set()
+    for result in grid:
+        trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name
+        if trial_id in have or not result.metrics:
+            continue
+        status = "failed" if result.error else "completed"
+        error = str(result.error).strip().splitlines()[-1] if result.error else None
+        callback.write(trial_id, result.config or {}, result.metrics, status, error)
+
+
+def _write_pareto(spec: SweepSpec, root: Path) -> None:
+    from sweep.store import write_table_atomic
+
+    trials = read_dataset(root, "trials")
+    if trials is None:
+        return
+    rows = trials.to_pylist()
+    cols = [f"final_{m}" for m in spec.objective.metrics]
+    front = set(pareto_front([(r["trial_id"], [r[c] for c in cols]) for r in rows], spec.objective.modes))
+    table = pa.Table.from_pylist([{"trial_id": r["trial_id"], **{c: r[c] for c in cols}} for r in rows
+                                  if r["trial_id"] in front])
+    write_table_atomic(table, root / "pareto.parquet")

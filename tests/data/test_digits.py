@@ -1,0 +1,109 @@
+"""The embedded digits-LT dataset: balanced test, long-tailed train, no overlap; InMemoryData."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+
+from data.digits import load_digits_lt
+from data.long_tail import long_tail_counts
+from data.memory import InMemoryData
+
+
+@pytest.fixture(scope="module")
+def source():
+    """Content key -> (sklearn index, label), with images scaled 0..16 -> 0..255 as documented."""
+    bunch = load_digits()
+    scaled = np.rint(bunch.images * 255.0 / 16.0).astype(np.uint8)
+    table = {img.tobytes(): (i, int(y)) for i, (img, y) in enumerate(zip(scaled, bunch.target, strict=True))}
+    assert len(table) == len(scaled)  # all 1,797 images distinct, so content identifies the index
+    return table
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits_lt(imbalance_ratio=10, max_count=100, test_per_class=50, seed=4)
+
+
+def _indices(images: torch.Tensor, labels: torch.Tensor, table) -> list[int]:
+    out = []
+    for img, y in zip(images, labels, strict=True):
+        index, label = table[img[0].numpy().tobytes()]  # KeyError: not a (scaled) digits image
+        assert label == y.item()
+        out.append(index)
+    return out
+
+
+def test_shapes_and_dtypes(digits):
+    assert digits.train_images.dtype == torch.uint8 and digits.test_images.dtype == torch.uint8
+    assert digits.train_images.shape[1:] == (1, 8, 8) and digits.test_images.shape[1:] == (1, 8, 8)
+    assert digits.train_labels.dtype == torch.int64 and digits.test_labels.dtype == torch.int64
+    assert digits.class_names == [str(c) for c in range(10)]
+    assert digits.num_classes == 10 and digits.in_channels == 1
+    assert digits.train_images.max().item() == 255  # 16 -> 255
+
+
+def test_balanced_test_set(digits):
+    assert torch.bincount(digits.test_labels, minlength=10).tolist() == [50] * 10
+
+
+def test_long_tailed_train_counts(digits):
+    counts = torch.bincount(digits.train_labels, minlength=10).tolist()
+    assert counts == long_tail_counts(10, 100, 10)
+    assert counts == [100, 77, 59, 46, 35, 27, 21, 16, 12, 10]
+
+
+def test_train_and_test_are_disjoint_real_images(digits, source):
+    train = _indices(digits.train_images, digits.train_labels, source)
+    test = _indices(digits.test_images, digits.test_labels, source)
+    assert len(set(train)) == len(train) and len(set(test)) == len(test)
+    assert not set(train) & set(test)
+
+
+def test_step_profile():
+    data = load_digits_lt(imbalance_ratio=5, max_count=60, test_per_class=20, profile="step")
+    assert torch.bincount(data.train_labels, minlength=10).tolist() == [60] * 5 + [12] * 5
+    assert torch.bincount(data.test_labels, minlength=10).tolist() == [20] * 10
+
+
+def test_deterministic_per_seed(source):
+    a = load_digits_lt(imbalance_ratio=10, max_count=80, test_per_class=30, seed=1)
+    b = load_digits_lt(imbalance_ratio=10, max_count=80, test_per_class=30, seed=1)
+    c = load_digits_lt(imbalance_ratio=10, max_count=80, test_per_class=30, seed=2)
+    for field in ("train_images", "train_labels", "test_images", "test_labels"):
+        assert torch.equal(getattr(a, field), getattr(b, field))
+    assert set(_indices(a.test_images, a.test_labels, source)) != set(_indices(c.test_images, c.test_labels, source))
+    assert set(_indices(a.train_images, a.train_labels, source)) != set(
+        _indices(c.train_images, c.train_labels, source))
+
+
+def test_max_count_limit():
+    # the smallest digit class (8) has 174 images: 50 go to test, 124 remain
+    assert len(load_digits_lt(imbalance_ratio=1, max_count=124, test_per_class=50).train_labels) == 1240
+    with pytest.raises(ValueError, match=r"data\.max_count: 125") as err:
+        load_digits_lt(imbalance_ratio=1, max_count=125, test_per_class=50)
+    assert "124" in str(err.value)
+
+
+def test_test_per_class_too_large():
+    with pytest.raises(ValueError, match=r"data\.test_per_class"):
+        load_digits_lt(max_count=10, test_per_class=174)
+
+
+def test_channel_stats_and_to():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (20, 3, 4, 4), dtype=torch.uint8, generator=g)
+    x[:, 2] = 7  # a constant channel: std clamped to 1e-3
+    data = InMemoryData(x, torch.zeros(20, dtype=torch.long), x[:2], torch.zeros(2, dtype=torch.long), ["a"])
+    mean, std = data.channel_stats()
+    xs = x.double().numpy() / 255
+    np.testing.assert_allclose(mean, [xs[:, c].mean() for c in range(3)], rtol=1e-5)
+    np.testing.assert_allclose(std[:2], [xs[:, c].std(ddof=1) for c in range(2)], rtol=1e-4)
+    assert std[2] == pytest.approx(1e-3)
+    moved = data.to("cpu")
+    assert torch.equal(moved.train_images, x) and moved.class_names == ["a"]
+    assert Counter(moved.train_labels.tolist()) == {0: 20}
