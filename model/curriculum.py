@@ -1,6 +1,6 @@
 """The curriculum weight alpha(t) of Eq. 1: alpha weights the contrastive term, t = epoch index.
 
-``alpha_schedule(kind, epochs, ...)`` returns a function ``t -> alpha`` for t = 0 .. T-1.
+``Curriculum(kind, epochs, ...)`` is a callable ``t -> alpha`` for t = 0 .. T-1.
 ``two_stage`` also freezes the backbone once alpha reaches 0 (``freezes_backbone(t)``).
 """
 

@@ -74,16 +74,41 @@ def cmd_train(args) -> int:
                   f"few {_pct(m.get('few_acc'))}%  {m['epoch_time_s']:.1f}s/epoch")
         progress.update(state["task"], completed=m["epoch"], status=status)
 
-    with progress:
-        metrics, parts = train_local(cfg, out, args.resume, on_epoch, on_start,
-                                     warn=lambda msg: print(msg, file=sys.stderr))
-    if not metrics:
-        console.print(f"{out}: the run had already finished all its epochs")
-        return 0
-    console.print(per_class_report(metrics, parts.class_names, parts.class_counts, parts.groups))
+    if args.workers:
+        from sweep.run import train_distributed
+
+        console.print(f"run directory: {out.resolve()}  Ray Train with {args.workers} DDP workers")
+        train_distributed(cfg, out, args.workers, args.resume, args.cpus_per_worker, args.gpus_per_worker,
+                          address=args.address)
+        metrics, names, counts, groups = last_epoch_from_store(out)
+    else:
+        with progress:
+            metrics, parts = train_local(cfg, out, args.resume, on_epoch, on_start,
+                                         warn=lambda msg: print(msg, file=sys.stderr))
+        if not metrics:
+            console.print(f"{out}: the run had already finished all its epochs")
+            return 0
+        names, counts, groups = parts.class_names, parts.class_counts, parts.groups
+    console.print(per_class_report(metrics, names, counts, groups))
     console.print(summary_table(metrics, f"test accuracy (%) after {metrics['epoch']} epochs"))
     console.print(f"results: {out}/epochs, {out}/per_class (Parquet); config: {out}/config.yaml")
     return 0
+
+
+def last_epoch_from_store(run_dir: Path):
+    """The last epoch's metrics and per-class rows of a run directory, as the report needs them."""
+    from sweep.config import load_run_config
+    from sweep.results import read_dataset
+
+    cfg = load_run_config(run_dir / "config.yaml")
+    epochs = sorted(read_dataset(run_dir, "epochs").to_pylist(), key=lambda r: r["epoch"])
+    metrics = epochs[-1]
+    rows = [r for r in read_dataset(run_dir, "per_class").to_pylist() if r["epoch"] == metrics["epoch"]]
+    rows.sort(key=lambda r: r["class_index"])
+    metrics["per_class_acc"] = [r["accuracy"] for r in rows]
+    counts = [r["train_count"] for r in rows]
+    return metrics, [r["class_name"] for r in rows], counts, shot_groups(counts, cfg.data.many_above,
+                                                                         cfg.data.few_below)
 
 
 def cmd_data_stats(args) -> int:
@@ -221,6 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", help="run directory (default: runs/<name>-<time>)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--workers", type=int, help="run under Ray Train with this many DDP workers")
+    train.add_argument("--cpus-per-worker", type=float, default=1.0)
+    train.add_argument("--gpus-per-worker", type=float, default=0.0)
+    train.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     train.set_defaults(func=cmd_train)
 
     sweep = sub.add_parser("sweep", help="run (or --resume) a sweep spec on Ray Tune")

@@ -13,7 +13,8 @@ from pathlib import Path
 from model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from sweep.build import build_run
 from sweep.config import ConfigError, RunConfig, load_run_config, validate_run_config
-from sweep.store import epoch_table, per_class_table, write_table_atomic, write_text_atomic
+from sweep.results import ResultsWriter
+from sweep.store import write_text_atomic
 
 CKPT_RE = re.compile(r"^epoch-(\d{4,})\.pt$")
 
@@ -75,18 +76,14 @@ class RunWriter:
         self.run_dir, self.trial_id = run_dir, trial_id
         self.class_names, self.counts, self.keep = class_names, counts, keep
         self.on_epoch = on_epoch
-        self.history: list[dict] = []
+        self.rows = ResultsWriter(run_dir)
 
     def __call__(self, metrics: dict, checkpoint: dict | None) -> None:
-        name = f"epoch-{metrics['epoch']:04d}"
-        write_table_atomic(epoch_table(self.trial_id, metrics), self.run_dir / "epochs" / f"{name}.parquet")
-        write_table_atomic(per_class_table(self.trial_id, metrics, self.class_names, self.counts),
-                           self.run_dir / "per_class" / f"{name}.parquet")
+        self.rows.epoch(self.trial_id, metrics, self.class_names, self.counts)
         if checkpoint is not None:
-            save_checkpoint(checkpoint, self.run_dir / "checkpoints" / f"{name}.pt")
+            save_checkpoint(checkpoint, self.run_dir / "checkpoints" / f"epoch-{metrics['epoch']:04d}.pt")
             for old in checkpoints(self.run_dir)[:-self.keep]:
                 old.unlink(missing_ok=True)
-        self.history.append(metrics)
         if self.on_epoch:
             self.on_epoch(metrics)
 
@@ -109,4 +106,39 @@ def train_local(cfg: RunConfig | None, run_dir: str | Path, resume: bool = False
     return metrics, parts
 
 
-__all__ = ["train_local", "RunDirError", "validate_run_config", "latest_good_checkpoint"]
+def train_distributed(cfg: RunConfig | None, run_dir: str | Path, workers: int, resume: bool = False,
+                      cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0, max_failures: int = 2,
+                      address: str | None = None) -> dict:
+    """Train one config with ``workers`` DDP workers under Ray Train; returns the last epoch's metrics.
+
+    Rank 0 writes the same tables as a local run; checkpoints live in ``RUN_DIR/ray`` and a
+    second start with ``resume`` continues from the last one (Ray Train's own restore).
+    """
+    import ray.train as train
+    from ray.train.torch import TorchTrainer
+
+    from sweep.trial import worker_loop
+    from sweep.tuner import start_ray
+
+    run_dir = Path(run_dir).resolve()
+    cfg = prepare_run_dir(run_dir, cfg, resume)
+    start_ray(address, 1)
+    use_gpu = gpus_per_worker > 0
+    trainer = TorchTrainer(
+        worker_loop,
+        train_loop_config={"cfg": cfg.model_dump(mode="json"), "trial_id": cfg.name, "results_root": str(run_dir),
+                           "api": "train"},
+        scaling_config=train.ScalingConfig(num_workers=workers, use_gpu=use_gpu,
+                                           resources_per_worker={"CPU": cpus_per_worker,
+                                                                 **({"GPU": gpus_per_worker} if use_gpu else {})}),
+        run_config=train.RunConfig(name="train", storage_path=str(run_dir / "ray"),
+                                   failure_config=train.FailureConfig(max_failures=max_failures),
+                                   checkpoint_config=train.CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints)),
+    )
+    result = trainer.fit()
+    if result.error:
+        raise result.error
+    return result.metrics or {}
+
+
+__all__ = ["train_local", "train_distributed", "RunDirError", "validate_run_config", "latest_good_checkpoint"]

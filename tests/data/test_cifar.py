@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import struct
 
 import numpy as np
 import pytest
@@ -28,9 +29,42 @@ def _rows(hwc):
     return np.ascontiguousarray(hwc.transpose(0, 3, 1, 2).reshape(len(hwc), 3072))
 
 
+class _Py2Pickler(pickle._Pickler):
+    """Writes pickles as Python 2's cPickle wrote the CIFAR files: protocol 2, every str and bytes an
+    8-bit BINSTRING (so reading them needs ``encoding="latin1"``), numpy under ``numpy.core``."""
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def _save_str8(self, obj):
+        data = obj.encode("latin1") if isinstance(obj, str) else obj
+        if len(data) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(data)]) + data)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(data)) + data)
+        self.memoize(obj)
+
+    dispatch[str] = _save_str8
+    dispatch[bytes] = _save_str8
+
+    def save_global(self, obj, name=None):
+        module = obj.__module__.replace("numpy._core", "numpy.core")
+        self.write(pickle.GLOBAL + f"{module}\n{name or obj.__qualname__}\n".encode())
+        self.memoize(obj)
+
+
 def _dump(path, obj):
     with open(path, "wb") as f:
-        pickle.dump(obj, f, protocol=2)
+        _Py2Pickler(f, protocol=2).dump(obj)
+
+
+def test_fixture_pickles_read_like_the_real_files(tmp_path):
+    write_cifar10(tmp_path)
+    raw = (tmp_path / "cifar-10-batches-py" / "data_batch_1").read_bytes()
+    assert raw.startswith(b"\x80\x02}q\x00(U\x0bbatch_label") and b"cnumpy.core.multiarray\n_reconstruct\n" in raw
+    with pytest.raises(UnicodeDecodeError):  # as with the real files: latin1 is required
+        pickle.loads(raw)
+    entry = pickle.loads(raw, encoding="latin1")
+    assert entry["data"].dtype == np.uint8 and entry["data"].shape == (120, 3072)
 
 
 def write_cifar10(root, seed=0, per_class=PER_CLASS):
