@@ -9,6 +9,7 @@ to the results store as it reports, so a trial stopped by ASHA keeps everything 
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,18 @@ def _scalars(metrics: dict) -> dict:
     return out
 
 
+def _maybe_inject_fault(epoch: int, rank: int) -> None:
+    """Fault injection for the reliability tests: ``HYBRIDLT_FAULT_KILL=epoch:rank:marker`` makes that
+    rank's process die at that epoch, once (the marker file records that it happened)."""
+    spec = os.environ.get("HYBRIDLT_FAULT_KILL")
+    if not spec:
+        return
+    at_epoch, at_rank, marker = spec.split(":", 2)
+    if epoch == int(at_epoch) and rank == int(at_rank) and not os.path.exists(marker):
+        Path(marker).write_text(f"killed rank {rank} at epoch {epoch}\n")
+        os._exit(1)
+
+
 def worker_loop(config: dict) -> None:
     """Runs on every Train worker (``api='train'``) or in the trial itself (``api='tune'``)."""
     import torch
@@ -75,6 +88,7 @@ def worker_loop(config: dict) -> None:
     trial_id = config["trial_id"]
 
     def report(metrics: dict, state: dict | None) -> None:
+        _maybe_inject_fault(metrics["epoch"], rank)
         if writer is not None:
             writer.epoch(trial_id, metrics, parts.class_names, parts.class_counts)
         scalars = _scalars(metrics)
@@ -93,6 +107,8 @@ def trial_main(params: dict, ctx: TrialContext) -> None:
     import ray.tune as tune
 
     trial_id = tune.get_context().get_trial_id()
+    if (Path(ctx.results_root) / "trials" / f"{trial_id}.parquet").exists():
+        return  # finished before a driver crash that Tune's last snapshot did not see: never re-run it
     cfg = apply_params(ctx.base, params, ctx.extra)
     loop_config = {"cfg": cfg.model_dump(mode="json"), "trial_id": trial_id, "results_root": ctx.results_root}
     if not ctx.use_train:
