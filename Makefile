@@ -3,7 +3,8 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
-RUN_DIR ?= runs/quickstart
+SWEEP   ?= quickstart-$(shell date +%Y%m%d-%H%M%S)
+STORE   := runs/sweeps
 
 .PHONY: install quickstart test lint bench clean
 
@@ -17,8 +18,13 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# The main job on the embedded digits-LT default: a 16-trial sweep (Optuna TPE + ASHA on a local
+# Ray), the best config exported, and one final training run from it.
 quickstart: $(STAMP)
-	$(BIN)/hybridlt train --config configs/quickstart.yaml --out $(RUN_DIR)
+	$(BIN)/hybridlt sweep configs/sweeps/quickstart.yaml --set name=$(SWEEP) --set storage=$(STORE)
+	$(BIN)/hybridlt export-best $(STORE)/$(SWEEP)/results -o $(STORE)/$(SWEEP)/best.yaml
+	$(BIN)/hybridlt train --config $(STORE)/$(SWEEP)/best.yaml --out $(STORE)/$(SWEEP)/final
+	@echo "results: $(STORE)/$(SWEEP)/results (Parquet); best config: $(STORE)/$(SWEEP)/best.yaml"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

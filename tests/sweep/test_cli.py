@@ -17,7 +17,7 @@ def _sets(*extra):
 
 
 def test_train_prints_per_class_and_group_report(tmp_path, capsys):
-    code = main(["train", "--config", QUICKSTART, *_sets("train.epochs=1", "optim.warmup_epochs=0"), "--out", str(tmp_path / "r"), "--quiet"])
+    code = main(["train", "--config", QUICKSTART, *_sets("train.epochs=1"), "--out", str(tmp_path / "r"), "--quiet"])
     out = capsys.readouterr().out
     assert code == 0
     assert "per-class accuracy" in out and "overall" in out and "many" in out and "few" in out
@@ -26,7 +26,7 @@ def test_train_prints_per_class_and_group_report(tmp_path, capsys):
 
 
 def test_resume_of_finished_run_says_so(tmp_path, capsys):
-    main(["train", "--config", QUICKSTART, *_sets("train.epochs=1", "optim.warmup_epochs=0"), "--out", str(tmp_path / "r"), "--quiet"])
+    main(["train", "--config", QUICKSTART, *_sets("train.epochs=1"), "--out", str(tmp_path / "r"), "--quiet"])
     capsys.readouterr()
     assert main(["train", "--out", str(tmp_path / "r"), "--resume", "--quiet"]) == 0
     assert "already finished" in capsys.readouterr().out

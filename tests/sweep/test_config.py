@@ -12,7 +12,10 @@ from sweep.config import ConfigError, RunConfig, load_run_config
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
-@pytest.mark.parametrize("name", ["quickstart", "cifar10_lt", "cifar10_lt_psc", "cifar100_lt", "cifar100_lt_psc", "inat2018"])
+PRESETS = ["quickstart", "cifar10_lt", "cifar10_lt_psc", "cifar100_lt", "cifar100_lt_psc", "inat2018"]
+
+
+@pytest.mark.parametrize("name", PRESETS)
 def test_presets_validate(name):
     cfg = load_run_config(CONFIGS / f"{name}.yaml")
     assert isinstance(cfg, RunConfig)
