@@ -29,7 +29,8 @@ class HybridNet(nn.Module):
 
     def embed(self, features: torch.Tensor) -> torch.Tensor:
         """Backbone features ``[N, d]`` -> L2-normalised embedding ``[N, proj_dim]``."""
-        return F.normalize(self.head(features).float(), dim=-1)
+        h = self.head(features)
+        return F.normalize(h.to(torch.promote_types(h.dtype, torch.float32)), dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Images ``[B, C, H, W]`` -> class logits ``[B, num_classes]`` (the test-time path)."""

@@ -14,6 +14,11 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """Similarities in fp32 under autocast (bf16 in), unchanged in float64 (the reference tests)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def _flatten_views(features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``[B, V, D]`` + ``[B]`` -> ``[B*V, D]`` + ``[B*V]`` (view-major per sample); ``[N, D]`` passes."""
     if features.dim() == 3:
@@ -40,7 +45,7 @@ class SupConLoss(nn.Module):
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         z, y = _flatten_views(features, labels)
         n = z.shape[0]
-        logits = (z @ z.T).float() / self.temperature
+        logits = _at_least_fp32(z @ z.T) / self.temperature
         self_mask = torch.eye(n, dtype=torch.bool, device=z.device)
         logits = logits.masked_fill(self_mask, float("-inf"))
         log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
@@ -75,7 +80,7 @@ class MPSCLoss(nn.Module):
         z, y = _flatten_views(features, labels)
         c, m, d = self.prototypes.shape
         protos = F.normalize(self.prototypes, dim=-1).reshape(c * m, d)
-        logits = (z @ protos.T).float().reshape(-1, c, m) / self.temperature  # [N, C, M]
+        logits = _at_least_fp32(z @ protos.T).reshape(-1, c, m) / self.temperature  # [N, C, M]
         own = F.one_hot(y, c).bool()  # [N, C]
         pos = logits[own]  # [N, M]: the anchor's own-class prototypes
         negatives = logits.masked_fill(own[:, :, None], float("-inf")).flatten(1)
@@ -97,7 +102,7 @@ class PSCLoss(MPSCLoss):
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         z, y = _flatten_views(features, labels)
-        logits = (z @ F.normalize(self.prototypes, dim=-1).T).float() / self.temperature  # [N, C]
+        logits = _at_least_fp32(z @ F.normalize(self.prototypes, dim=-1).T) / self.temperature  # [N, C]
         own = F.one_hot(y, logits.shape[1]).bool()
         pos = logits[own]
         neg_lse = torch.logsumexp(logits.masked_fill(own, float("-inf")), dim=1)
@@ -118,7 +123,7 @@ class FeatureCELoss(nn.Module):
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         z, y = _flatten_views(features, labels)
-        return F.cross_entropy(self.classifier(z).float() / self.temperature, y)
+        return F.cross_entropy(_at_least_fp32(self.classifier(z)) / self.temperature, y)
 
 
 def build_contrastive_loss(name: str, num_classes: int, feat_dim: int, temperature: float,
@@ -152,7 +157,7 @@ class ClassifierLoss(nn.Module):
 
 class CrossEntropy(ClassifierLoss):
     def forward(self, logits: torch.Tensor, labels: torch.Tensor, epoch: int = 0) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), labels)
+        return F.cross_entropy(_at_least_fp32(logits), labels)
 
 
 # The classifier-branch registry: baselines slot in here (name -> class taking

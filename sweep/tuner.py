@@ -165,7 +165,8 @@ def make_callback_class():
 
 
 def run_sweep(spec: SweepSpec, base, resume: bool = False, address: str | None = None, show=None,
-              num_cpus: int | None = None, extra: dict | None = None, param_space: dict | None = None):
+              num_cpus: int | None = None, extra: dict | None = None, param_space: dict | None = None,
+              callbacks: list | None = None):
     """Run or resume the sweep; returns the ``trials`` table (pyarrow) when it ends."""
     import ray
     from ray import tune
@@ -217,7 +218,7 @@ def run_sweep(spec: SweepSpec, base, resume: bool = False, address: str | None =
                 if isinstance(cb, StoreCallback):
                     cb.show = show
     else:
-        tuner = _new_tuner(spec, base, trainable, callback, concurrency, storage, param_space)
+        tuner = _new_tuner(spec, base, trainable, [callback, *(callbacks or [])], concurrency, storage, param_space)
     started = time.time()
     grid = tuner.fit()
     _reconcile(grid, callback, root)
@@ -227,7 +228,7 @@ def run_sweep(spec: SweepSpec, base, resume: bool = False, address: str | None =
     return trials, time.time() - started
 
 
-def _new_tuner(spec, base, trainable, callback, concurrency, storage, param_space):
+def _new_tuner(spec, base, trainable, callbacks, concurrency, storage, param_space):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
@@ -259,7 +260,7 @@ def _new_tuner(spec, base, trainable, callback, concurrency, storage, param_spac
                                   time_budget_s=spec.time_budget_s)
     if scheduler is None and len(metrics) == 1:
         tune_config.metric, tune_config.mode = metrics[0], modes[0]
-    run_config = tune.RunConfig(name=spec.name, storage_path=storage, verbose=0, callbacks=[callback],
+    run_config = tune.RunConfig(name=spec.name, storage_path=storage, verbose=0, callbacks=callbacks,
                                 failure_config=tune.FailureConfig(max_failures=0))
     return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config)
 

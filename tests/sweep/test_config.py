@@ -119,3 +119,17 @@ def test_missing_and_binary_files(tmp_path):
     binary.write_bytes(b"\xff\xfe\x00\x81")
     with pytest.raises(ConfigError, match="not a text file|not valid YAML"):
         load_run_config(binary)
+
+
+def _leaf_paths(model, prefix=""):
+    for name, field in model.model_fields.items():
+        if isinstance(field.annotation, type) and hasattr(field.annotation, "model_fields"):
+            yield from _leaf_paths(field.annotation, f"{prefix}{name}.")
+        else:
+            yield prefix + name
+
+
+def test_readme_documents_every_config_key():
+    readme = (CONFIGS.parent / "README.md").read_text()
+    missing = [p for p in _leaf_paths(RunConfig) if f"`{p}`" not in readme]
+    assert not missing, f"README config reference lacks {missing}"
