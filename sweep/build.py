@@ -76,7 +76,7 @@ def _eval_batches(data, cfg: RunConfig, rank: int, world_size: int, normalize, d
     data.test.transform = eval_transform(cfg.data.image_size)
     subset = torch.utils.data.Subset(data.test, range(rank, len(data.test), world_size))
     loader = torch.utils.data.DataLoader(subset, batch_size=cfg.train.eval_batch_size,
-                                         num_workers=cfg.data.loader_workers, pin_memory=True)
+                                         num_workers=cfg.data.loader_workers, pin_memory=device.type == "cuda")
     return lambda: iter(loader)
 
 
@@ -95,7 +95,7 @@ def _streams(data, cfg: RunConfig, labels, rank: int, world_size: int, device: t
     con_ds = type(data.train)(data.train.paths, data.train.labels, TwoViews(jittered, plain))
     ce_ds = type(data.train)(data.train.paths, data.train.labels, plain)
     workers = cfg.data.loader_workers
-    loader = dict(batch_size=cfg.train.batch_size // world_size, num_workers=workers, pin_memory=True,
+    loader = dict(batch_size=cfg.train.batch_size // world_size, num_workers=workers, pin_memory=device.type == "cuda",
                   persistent_workers=workers > 0, drop_last=False)
     streams = LoaderStreams(torch.utils.data.DataLoader(con_ds, sampler=con, **loader),
                             torch.utils.data.DataLoader(ce_ds, sampler=ce, **loader), device)

@@ -141,8 +141,8 @@ def _sweep_display(spec):
     def show(cb) -> None:
         done = sum(cb.counts.values())
         best = f"best {metric} {_pct(cb.best[0])}% ({cb.best[1]})" if cb.best else "best -"
-        console.print(f"trials {done}/{spec.trials} done: {cb.counts['completed']} completed, "
-                      f"{cb.counts['stopped']} stopped early, {cb.counts['failed']} failed; {best}",
+        console.print(f"trials {done}/{spec.trials} done, {len(cb.started)} running: {cb.counts['completed']} "
+                      f"completed, {cb.counts['stopped']} stopped early, {cb.counts['failed']} failed; {best}",
                       highlight=False)
 
     return show

@@ -107,6 +107,7 @@ class StoreCallback:
         self.spec, self.root, self.schema, self.epochs = spec, root, schema, epochs
         self.show = show
         self.counts = {"completed": 0, "stopped": 0, "failed": 0}
+        self.started: set[str] = set()
         self.best: tuple[float, str] | None = None
 
     def __getstate__(self):
@@ -118,15 +119,17 @@ class StoreCallback:
         if epochs is not None:
             rows = sorted((r for r in epochs.to_pylist() if r["trial_id"] == trial_id), key=lambda r: r["epoch"])
         summary = trial_summary(rows)
-        if status == "completed" and summary["epochs_done"] < self.epochs:
-            status = "stopped"
         from sweep.spec import apply_params
 
+        planned = self.epochs
         try:
-            config_yaml = apply_params(self.spec_base, config, self.extra).to_yaml()
+            trial_cfg = apply_params(self.spec_base, config, self.extra)
+            config_yaml, planned = trial_cfg.to_yaml(), trial_cfg.train.epochs  # epochs may be searched
         except Exception:  # a config that failed validation still gets its row, with the error
             config_yaml = None
-        out = {"trial_id": trial_id, "status": status, "error": error, "epochs_planned": self.epochs,
+        if status == "completed" and summary["epochs_done"] < planned:
+            status = "stopped"
+        out = {"trial_id": trial_id, "status": status, "error": error, "epochs_planned": planned,
                "wall_time_s": wall, "config_yaml": config_yaml, **summary}
         out.update({f"param.{k}": v for k, v in config.items()})
         return out
@@ -139,6 +142,7 @@ class StoreCallback:
         row = self.row(trial_id, dict(config), status, error, wall)
         ResultsWriter(self.root).trial(row, self.schema)
         self.counts[row["status"]] += 1
+        self.started.discard(trial_id)
         metric = self.spec.objective.metrics[0]
         value = row.get(f"final_{metric}")
         if value is not None and not math.isnan(value):
@@ -153,6 +157,11 @@ def make_callback_class():
     from ray.tune import Callback
 
     class _TuneStoreCallback(StoreCallback, Callback):
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self.started.add(trial.trial_id)
+            if self.show:
+                self.show(self)
+
         def on_trial_complete(self, iteration, trials, trial, **info):
             self.write(trial.trial_id, trial.config, trial.last_result, "completed")
 
@@ -236,7 +245,7 @@ def _new_tuner(spec, base, trainable, callbacks, concurrency, storage, param_spa
     metrics, modes = spec.objective.metrics, spec.objective.modes
     scheduler = None
     if spec.scheduler.kind == "asha":
-        scheduler = ASHAScheduler(time_attr="epoch", metric=metrics[0], mode=modes[0], max_t=base.train.epochs,
+        scheduler = ASHAScheduler(time_attr="epoch", metric=metrics[0], mode=modes[0], max_t=_max_epochs(spec, base),
                                   grace_period=min(spec.scheduler.grace_period, base.train.epochs),
                                   reduction_factor=spec.scheduler.reduction_factor)
     if spec.search.algorithm == "grid" or param_space:
@@ -263,6 +272,12 @@ def _new_tuner(spec, base, trainable, callbacks, concurrency, storage, param_spa
     run_config = tune.RunConfig(name=spec.name, storage_path=storage, verbose=0, callbacks=callbacks,
                                 failure_config=tune.FailureConfig(max_failures=0))
     return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config)
+
+
+def _max_epochs(spec: SweepSpec, base) -> int:
+    """The most epochs a trial can run: the base's, or the top of a searched ``train.epochs``."""
+    param = spec.space.get("train.epochs")
+    return int(max(param.values)) if param is not None else base.train.epochs
 
 
 def _reconcile(grid, callback: StoreCallback, root: Path) -> None:
