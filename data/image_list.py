@@ -74,20 +74,39 @@ def read_image_list(list_path: str | Path, root: str | Path):
     return paths, labels, {}
 
 
-class ImageListDataset(torch.utils.data.Dataset):
-    """``(image, label)`` pairs; ``transform`` maps a uint8 ``[3, H, W]`` tensor to the sample."""
+JPEG_SUFFIXES = (".jpg", ".jpeg", ".JPG", ".JPEG")
 
-    def __init__(self, paths: list[Path], labels: list[int], transform=None):
-        self.paths, self.labels, self.transform = paths, labels, transform
+
+def decode_rgb(path: Path, min_side: int | None = None) -> torch.Tensor:
+    """uint8 ``[3, H, W]``. With ``min_side``, a JPEG is decoded at the smallest DCT scale (1/2, 1/4,
+    1/8) that keeps both sides >= ``min_side``: decoding sized to the crop, not to the file."""
+    try:
+        if min_side and path.suffix in JPEG_SUFFIXES:
+            from PIL import Image
+            from torchvision.transforms.v2.functional import pil_to_tensor
+
+            with Image.open(path) as img:
+                img.draft("RGB", (min_side, min_side))
+                return pil_to_tensor(img.convert("RGB"))
+        return decode_image(str(path), mode=ImageReadMode.RGB)
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise ImageListError(f"{path}: cannot decode image ({exc})") from exc
+
+
+class ImageListDataset(torch.utils.data.Dataset):
+    """``(image, label)`` pairs; ``transform`` maps a uint8 ``[3, H, W]`` tensor to the sample.
+
+    ``decode_size``: decode JPEGs no larger than needed for crops of that size (see ``decode_rgb``).
+    """
+
+    def __init__(self, paths: list[Path], labels: list[int], transform=None, decode_size: int | None = None):
+        self.paths, self.labels, self.transform, self.decode_size = paths, labels, transform, decode_size
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        try:
-            image = decode_image(str(self.paths[i]), mode=ImageReadMode.RGB)
-        except (RuntimeError, OSError) as exc:
-            raise ImageListError(f"{self.paths[i]}: cannot decode image ({exc})") from exc
+        image = decode_rgb(self.paths[i], self.decode_size)
         return (self.transform(image) if self.transform else image), self.labels[i]
 
 

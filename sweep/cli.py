@@ -191,7 +191,7 @@ def cmd_sweep(args) -> int:
     console.print(f"best trial: {best['trial_id']} ({best['status']}, {best['epochs_done']} epochs)")
     console.print(summary_table({k.removeprefix("final_"): v for k, v in best.items()},
                                 f"best trial {best['trial_id']}: test accuracy (%)"))
-    results = Path(spec.storage) / spec.name / "results"
+    results = f"{spec.storage.rstrip('/')}/{spec.name}/results"
     console.print(f"sweep wall time {seconds:.0f}s; results: {results}")
     console.print(f"next: hybridlt export-best {results} -o best.yaml && hybridlt train --config best.yaml")
     return 0

@@ -15,12 +15,14 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import yaml
 
 from sweep.store import (
     EPOCH_SCHEMA,
     PER_CLASS_SCHEMA,
     SCHEMA_VERSION,
+    Location,
     epoch_table,
     per_class_table,
     write_table_atomic,
@@ -40,10 +42,6 @@ TABLES = {"epochs": EPOCH_SCHEMA, "per_class": PER_CLASS_SCHEMA}
 
 class StoreError(ValueError):
     """A results path that is not a hybridlt store; the message names it."""
-
-
-def results_dir(storage: str | Path, name: str) -> Path:
-    return Path(storage).expanduser().resolve() / name / "results"
 
 
 def param_type(values) -> pa.DataType:
@@ -77,8 +75,8 @@ def _cast(value, typ: pa.DataType):
 class ResultsWriter:
     """Writes one trial's rows under ``results/``; used from the trial's rank 0 and the driver."""
 
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
+    def __init__(self, root: str | Path | Location):
+        self.root = Location.of(root)
 
     def epoch(self, trial_id: str, metrics: dict, class_names, counts) -> None:
         name = f"{trial_id}-epoch-{metrics['epoch']:04d}.parquet"
@@ -97,35 +95,33 @@ class ResultsWriter:
         write_text_atomic(yaml.safe_dump(doc, sort_keys=False), self.root / "sweep.yaml")
 
 
-def read_dataset(root: str | Path, table: str) -> pa.Table | None:
+def read_dataset(root: str | Path | Location, table: str) -> pa.Table | None:
     """A table of a results store, skipping (with a warning) files that are not ours or not whole."""
-    folder = Path(root) / table
-    if not folder.is_dir():
-        return None
+    folder = Location.of(root) / table
     good = []
-    for path in sorted(folder.glob("*.parquet")):
+    for loc in folder.files(".parquet"):
         try:
-            schema = ds.dataset(str(path), format="parquet").schema
+            schema = pq.read_schema(loc.path, filesystem=loc.fs)
         except (pa.ArrowInvalid, OSError) as exc:
-            warnings.warn(f"results store: skipping {path}: not a readable Parquet file ({exc})", stacklevel=2)
+            warnings.warn(f"results store: skipping {loc}: not a readable Parquet file ({exc})", stacklevel=2)
             continue
         if "trial_id" not in schema.names:
-            warnings.warn(f"results store: skipping {path}: not a hybridlt {table} file", stacklevel=2)
+            warnings.warn(f"results store: skipping {loc}: not a hybridlt {table} file", stacklevel=2)
             continue
-        good.append(str(path))
+        good.append(loc.path)
     if not good:
         return None
-    schema = TABLES.get(table) or ds.dataset(good[0], format="parquet").schema
-    return ds.dataset(good, format="parquet", schema=schema).to_table()
+    schema = TABLES.get(table) or pq.read_schema(good[0], filesystem=folder.fs)
+    return ds.dataset(good, format="parquet", schema=schema, filesystem=folder.fs).to_table()
 
 
-def open_store(path: str | Path) -> Path:
+def open_store(where: str | Path) -> Location:
     """The ``results`` folder for a path given by a user: the folder itself or the sweep folder above it."""
-    path = Path(path).expanduser()
-    for candidate in (path, path / "results"):
-        if (candidate / "sweep.yaml").is_file() or (candidate / "trials").is_dir():
+    base = Location.of(where)
+    for candidate in (base, base / "results"):
+        if (candidate / "sweep.yaml").exists() or (candidate / "trials").is_dir():
             return candidate
-    raise StoreError(f"RESULTS: {path} is not a hybridlt results store (no sweep.yaml or trials/ inside)")
+    raise StoreError(f"RESULTS: {where} is not a hybridlt results store (no sweep.yaml or trials/ inside)")
 
 
 def trial_summary(epochs: list[dict] | None) -> dict:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 SCHEMA_VERSION = 1
@@ -53,37 +54,90 @@ def per_class_table(trial_id: str, metrics: dict, class_names: Sequence[str],
     }, schema=PER_CLASS_SCHEMA)
 
 
-def write_table_atomic(table: pa.Table, path: str | Path) -> Path:
-    """Write ``table`` to ``path`` via a hidden temp file and a rename: readers see all or nothing."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp, metadata_collector=None)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+class Location:
+    """A file or folder on a pyarrow filesystem: a local path, or a URI such as ``s3://bucket/x``.
+
+    Writes are atomic everywhere: locally a hidden temp file then a rename, on object stores one
+    PUT (which a reader sees whole or not at all). Picklable, so trials on other nodes can use it.
+    """
+
+    def __init__(self, fs: pafs.FileSystem, path: str):
+        self.fs, self.path = fs, path.rstrip("/") or "/"
+
+    @classmethod
+    def of(cls, where: str | Path | Location) -> Location:
+        if isinstance(where, Location):
+            return where
+        text = str(where)
+        if "://" in text:
+            fs, path = pafs.FileSystem.from_uri(text)
+            return cls(fs, path)
+        return cls(pafs.LocalFileSystem(), str(Path(text).expanduser().resolve()))
+
+    @property
+    def is_local(self) -> bool:
+        return isinstance(self.fs, pafs.LocalFileSystem)
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+    def __truediv__(self, name: str) -> Location:
+        return Location(self.fs, f"{self.path}/{name}")
+
+    def __str__(self) -> str:
+        return self.path if self.is_local else f"{self.fs.type_name}://{self.path}"
+
+    def __repr__(self) -> str:
+        return f"Location({self})"
+
+    def exists(self) -> bool:
+        return self.fs.get_file_info(self.path).type != pafs.FileType.NotFound
+
+    def is_dir(self) -> bool:
+        return self.fs.get_file_info(self.path).type == pafs.FileType.Directory
+
+    def files(self, suffix: str = "") -> list[Location]:
+        """Visible files directly inside this folder (temp files start with '.'), sorted by name."""
+        if not self.is_dir():
+            return []
+        infos = self.fs.get_file_info(pafs.FileSelector(self.path, recursive=False))
+        return sorted((Location(self.fs, i.path) for i in infos
+                       if i.type == pafs.FileType.File and i.base_name.endswith(suffix)
+                       and not i.base_name.startswith((".", "_"))), key=lambda loc: loc.path)
+
+    def read_bytes(self) -> bytes:
+        with self.fs.open_input_stream(self.path) as f:
+            return f.read()
+
+    def write_bytes(self, data: bytes) -> None:
+        parent = self.path.rsplit("/", 1)[0]
+        if not self.is_local:
+            self.fs.create_dir(parent, recursive=True)
+            with self.fs.open_output_stream(self.path) as f:
+                f.write(data)
+            return
+        Path(parent).mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.name}.", suffix=".tmp", dir=parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
-def write_text_atomic(text: str, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+def write_table_atomic(table: pa.Table, where: str | Path | Location) -> Location:
+    """Write ``table`` as one Parquet file: readers see all of it or nothing."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    loc = Location.of(where)
+    loc.write_bytes(sink.getvalue().to_pybytes())
+    return loc
 
 
-def read_table(path: str | Path) -> pa.Table:
-    """All complete Parquet files of a table directory (hidden temp files ignored)."""
-    import pyarrow.dataset as ds
-
-    return ds.dataset(str(path), format="parquet", ignore_prefixes=[".", "_"]).to_table()
+def write_text_atomic(text: str, where: str | Path | Location) -> Location:
+    loc = Location.of(where)
+    loc.write_bytes(text.encode())
+    return loc

@@ -19,6 +19,7 @@ from sweep.build import build_run
 from sweep.config import RunConfig, validate_run_config
 from sweep.results import ResultsWriter
 from sweep.spec import apply_params
+from sweep.store import Location
 
 CKPT_NAME = "checkpoint.pt"
 
@@ -28,7 +29,7 @@ class TrialContext:
     """What every trial needs from the driver (pickled to the Ray workers)."""
 
     base: RunConfig
-    results_root: str
+    results_root: object  # a Location (pickled to the workers) or a path or URI
     train_storage: str
     use_train: bool
     workers: int = 1
@@ -107,7 +108,7 @@ def trial_main(params: dict, ctx: TrialContext) -> None:
     import ray.tune as tune
 
     trial_id = tune.get_context().get_trial_id()
-    if (Path(ctx.results_root) / "trials" / f"{trial_id}.parquet").exists():
+    if (Location.of(ctx.results_root) / "trials" / f"{trial_id}.parquet").exists():
         return  # finished before a driver crash that Tune's last snapshot did not see: never re-run it
     cfg = apply_params(ctx.base, params, ctx.extra)
     loop_config = {"cfg": cfg.model_dump(mode="json"), "trial_id": trial_id, "results_root": ctx.results_root}

@@ -18,6 +18,7 @@ import pyarrow as pa
 from sweep.config import ConfigError
 from sweep.results import ResultsWriter, param_type, pareto_front, read_dataset, trial_summary, trials_schema
 from sweep.spec import SweepSpec
+from sweep.store import Location
 from sweep.trial import TrialContext, trial_main
 
 TRIAL_RESOURCE = "hybridlt_trial"
@@ -103,7 +104,7 @@ class DefineByRun:
 class StoreCallback:
     """Driver-side Tune callback: one ``trials`` row per finished trial, and the terminal progress."""
 
-    def __init__(self, spec: SweepSpec, root: Path, schema: pa.Schema, epochs: int, show=None):
+    def __init__(self, spec: SweepSpec, root: Location, schema: pa.Schema, epochs: int, show=None):
         self.spec, self.root, self.schema, self.epochs = spec, root, schema, epochs
         self.show = show
         self.counts = {"completed": 0, "stopped": 0, "failed": 0}
@@ -182,7 +183,7 @@ def run_sweep(spec: SweepSpec, base, resume: bool = False, address: str | None =
 
     storage = spec.storage if "://" in spec.storage else str(Path(spec.storage).expanduser().resolve())
     exp_dir = f"{storage.rstrip('/')}/{spec.name}"
-    root = Path(exp_dir) / "results"
+    root = Location.of(f"{exp_dir}/results")
     can_restore = tune.Tuner.can_restore(exp_dir)
     if resume and not can_restore:
         raise SweepError(f"--resume: no sweep to resume at {exp_dir}; start it without --resume")
@@ -209,7 +210,7 @@ def run_sweep(spec: SweepSpec, base, resume: bool = False, address: str | None =
     if not resume:
         writer.sweep_yaml(spec.model_dump(mode="json"), base.model_dump(mode="json"), types)
 
-    ctx = TrialContext(base=base, results_root=str(root), train_storage=f"{exp_dir}/train", use_train=use_train,
+    ctx = TrialContext(base=base, results_root=root, train_storage=f"{exp_dir}/train", use_train=use_train,
                        workers=r.workers, cpus_per_worker=r.cpus_per_worker, gpus_per_worker=r.gpus_per_worker,
                        max_failures=r.max_failures, extra=extra)
     if use_train:  # the trial function only waits on its workers: a slot, no CPU (RAY.md: CPU deadlock)
@@ -280,7 +281,7 @@ def _max_epochs(spec: SweepSpec, base) -> int:
     return int(max(param.values)) if param is not None else base.train.epochs
 
 
-def _reconcile(grid, callback: StoreCallback, root: Path) -> None:
+def _reconcile(grid, callback: StoreCallback, root: Location) -> None:
     """Write the rows a killed driver never wrote: every finished trial has exactly one."""
     trials = read_dataset(root, "trials")
     have = set(trials.column("trial_id").to_pylist()) if trials is not None else set()
@@ -293,7 +294,7 @@ def _reconcile(grid, callback: StoreCallback, root: Path) -> None:
         callback.write(trial_id, result.config or {}, result.metrics, status, error)
 
 
-def _write_pareto(spec: SweepSpec, root: Path) -> None:
+def _write_pareto(spec: SweepSpec, root: Location) -> None:
     from sweep.store import write_table_atomic
 
     trials = read_dataset(root, "trials")

@@ -269,3 +269,18 @@ def test_train_transform_without_randomness_is_only_normalisation():
     raw = gray * torch.tensor(IMAGENET_STD).view(3, 1, 1) + torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     torch.testing.assert_close(raw[0], raw[1], atol=1e-5, rtol=0)
     torch.testing.assert_close(raw[1], raw[2], atol=1e-5, rtol=0)
+
+
+def test_jpeg_decoding_sized_to_the_crop(tmp_path):
+    """A 256x192 JPEG decoded for 64-pixel crops comes out at 1/2 scale (the smallest DCT scale whose
+    shorter side still covers 64 is 1/2: 128x96), full size without a decode size."""
+    import torch
+    from torchvision.io import write_jpeg
+
+    from data.image_list import decode_rgb
+
+    path = tmp_path / "big.jpg"
+    write_jpeg(torch.full((3, 192, 256), 128, dtype=torch.uint8), str(path))
+    assert tuple(decode_rgb(path).shape) == (3, 192, 256)
+    assert tuple(decode_rgb(path, 64).shape) == (3, 96, 128)
+    assert tuple(decode_rgb(path, 100).shape) == (3, 192, 256)  # 1/2 would give 96 < 100

@@ -1,0 +1,78 @@
+"""The results store on local disk and on a non-local pyarrow filesystem (fsspec's in-memory one
+standing in for s3://): atomic files, readers that skip what is not ours, the Pareto front."""
+
+from __future__ import annotations
+
+import fsspec
+import pyarrow.fs as pafs
+import pytest
+
+from sweep.results import ResultsWriter, open_store, pareto_front, read_dataset, trial_summary, trials_schema
+from sweep.store import Location
+
+
+def _metrics(epoch, acc):
+    return {"epoch": epoch, "loss": 1.0 / epoch, "con_loss": None, "ce_loss": 0.5, "alpha": 0.5, "lr": 0.1,
+            "acc": acc, "balanced_acc": acc, "many_acc": 0.9, "medium_acc": None, "few_acc": 0.1,
+            "per_class_acc": [acc, float("nan")]}
+
+
+@pytest.fixture(params=["local", "memory"])
+def root(request, tmp_path):
+    if request.param == "local":
+        return Location.of(tmp_path / "results")
+    fs = pafs.PyFileSystem(pafs.FSSpecHandler(fsspec.filesystem("memory")))
+    return Location(fs, f"/store-{tmp_path.name}/results")
+
+
+def test_writer_and_readers_round_trip(root):
+    writer = ResultsWriter(root)
+    for epoch, acc in ((1, 0.5), (2, 0.7)):
+        writer.epoch("t1", _metrics(epoch, acc), ["a", "b"], [10, 2])
+    epochs = read_dataset(root, "epochs").to_pandas().sort_values("epoch")
+    assert epochs.acc.tolist() == [0.5, 0.7] and epochs.medium_acc.isna().all()
+    per_class = read_dataset(root, "per_class").to_pandas()
+    assert len(per_class) == 4 and per_class.accuracy.isna().sum() == 2  # NaN per-class acc stored as null
+    schema = trials_schema({"loss.temperature": __import__("pyarrow").float64()})
+    writer.trial({"trial_id": "t1", "status": "completed", "param.loss.temperature": 0.2,
+                  **trial_summary(epochs.to_dict("records"))}, schema)
+    trials = read_dataset(root, "trials").to_pandas()
+    assert trials.loc[0, "best_acc"] == 0.7 and trials.loc[0, "best_epoch"] == 2 and trials.loc[0, "epochs_done"] == 2
+    assert [loc.name for loc in (root / "epochs").files()] == ["t1-epoch-0001.parquet", "t1-epoch-0002.parquet"]
+
+
+def test_readers_skip_foreign_and_half_written_files(root):
+    ResultsWriter(root).epoch("t1", _metrics(1, 0.5), ["a", "b"], [10, 2])
+    (root / "epochs" / "garbage.parquet").write_bytes(b"PAR1 not really")
+    import pyarrow as pa
+
+    from sweep.store import write_table_atomic
+
+    write_table_atomic(pa.table({"x": [1]}), root / "epochs" / "foreign.parquet")
+    (root / "epochs" / ".t2-epoch-0001.parquet.tmp").write_bytes(b"half")  # a writer's temp file
+    with pytest.warns(UserWarning, match="skipping") as caught:
+        epochs = read_dataset(root, "epochs")
+    assert epochs.num_rows == 1
+    messages = " ".join(str(w.message) for w in caught)
+    assert len(caught) == 2 and "garbage.parquet" in messages and "foreign.parquet" in messages
+
+
+def test_no_temp_files_left_locally(tmp_path):
+    root = Location.of(tmp_path / "r")
+    ResultsWriter(root).epoch("t1", _metrics(1, 0.5), ["a", "b"], [10, 2])
+    assert not list(tmp_path.rglob(".*"))
+
+
+def test_open_store_names_a_bad_path(tmp_path):
+    from sweep.results import StoreError
+
+    with pytest.raises(StoreError, match="not a hybridlt results store"):
+        open_store(tmp_path / "nothing")
+    ResultsWriter(tmp_path / "sw" / "results").sweep_yaml({}, {}, {})
+    assert open_store(tmp_path / "sw").path.endswith("/sw/results")
+
+
+def test_pareto_front_by_hand():
+    points = [("a", [0.9, 0.1]), ("b", [0.8, 0.5]), ("c", [0.7, 0.4]), ("d", [0.9, 0.1]), ("e", [0.5, float("nan")])]
+    assert pareto_front(points, ["max", "max"]) == ["a", "b", "d"]  # c is dominated by b; ties both stay
+    assert pareto_front(points, ["min", "max"]) == ["b", "c"]
