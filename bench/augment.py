@@ -66,7 +66,7 @@ def main() -> None:
 
     ref_s = best_time(reference, device, repeats=3)
     our_s = best_time(ours, device, repeats=5)
-    rows = [["torchvision per-sample (PIL, DataLoader, %d workers)" % args.workers, f"{args.images / ref_s:,.0f}", "1.0"],
+    rows = [[f"torchvision per-sample (PIL, DataLoader, {args.workers} workers)", f"{args.images / ref_s:,.0f}", "1.0"],
             ["hybridlt batched tensor ops on the device", f"{args.images / our_s:,.0f}", f"{ref_s / our_s:.1f}"]]
     write_table(f"augment_{device.type}", f"Augmentation throughput on {device_name(device)}",
                 ["pipeline", "images / s", "speed-up"], rows,

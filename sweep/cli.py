@@ -207,7 +207,8 @@ def cmd_export_best(args) -> int:
     trials = read_dataset(root, "trials")
     if trials is None or trials.num_rows == 0:
         raise ConfigError(f"RESULTS: {root} holds no finished trial yet")
-    sweep_doc = yaml.safe_load((root / "sweep.yaml").read_text()) if (root / "sweep.yaml").is_file() else {}
+    sweep_file = root / "sweep.yaml"
+    sweep_doc = yaml.safe_load(sweep_file.read_bytes()) if sweep_file.exists() else {}
     objective = (sweep_doc.get("spec") or {}).get("objective") or {}
     default_metric = objective.get("metric", "acc")
     metric = args.metric or (default_metric[0] if isinstance(default_metric, list) else default_metric)
