@@ -70,7 +70,7 @@ def one_point(kind: str, impl: str, batch: int, classes: int, device: torch.devi
     z0 = F.normalize(torch.randn(batch, VIEWS, DIM, generator=g), dim=-1).to(device)
     y = torch.randint(0, classes, (batch,), generator=g).to(device)
     if kind == "sc":
-        module = SupConLoss(TAU)
+        module = SupConLoss(TAU, classes)
         fn = module if impl == "ours" else naive_supcon
     else:
         m = 4 if kind == "mpsc" else 1

@@ -1,10 +1,13 @@
 """Batched augmentation for in-memory datasets, as tensor work on the batch's own device.
 
 ``BatchAugment(...)(images uint8 [B, C, H, W], generator, jitter)`` -> float ``[B, C, H, W]``,
-normalised. Random crop with zero padding, horizontal flip, colour jitter (brightness,
-contrast, saturation, hue; applied in that fixed order, decision), random grayscale. Hue is
-a rotation of the chroma plane in YIQ space (decision: a linear, batched stand-in for
-torchvision's HSV shift). Every random draw comes from the given ``torch.Generator``.
+normalised. Random crop with zero padding and horizontal flip run on the uint8 batch; colour
+jitter (brightness, contrast, saturation, hue, in that fixed order: decision) is one affine map
+per image followed by one clamp to [0, 1] (decision: torchvision clamps after each op); random
+grayscale and the normalisation are a second affine map. Hue is a rotation of the chroma plane
+in YIQ space (decision: a linear, batched stand-in for torchvision's HSV shift). Every map is a
+3x3 matrix per image applied with one batched matmul, so the float batch is touched a handful of
+times in all. Every random draw comes from the given ``torch.Generator``.
 """
 
 from __future__ import annotations
@@ -36,16 +39,21 @@ class BatchAugment:
         return (x - mean) / std
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator, jitter: bool = False) -> torch.Tensor:
-        x = images.float().div(255)
-        if self.crop_padding:
-            x = random_crop(x, self.crop_padding, generator)
-        if self.flip:
-            x = random_flip(x, generator)
+        x = crop_and_flip(images, self.crop_padding, self.flip, generator)
+        scale = 1 / 255 if images.dtype == torch.uint8 else 1.0  # folded into the first affine map
+        x = x.float()
+        b, c = x.shape[:2]
         if jitter and self.jitter_p > 0 and any(self.jitter):
-            x = color_jitter(x, self.jitter, self.jitter_p, generator)
-        if self.grayscale_p > 0 and x.shape[1] == 3:
-            x = random_grayscale(x, self.grayscale_p, generator)
-        return self.normalize(x)
+            mat, bias, _ = _jitter_affine(x, self.jitter, self.jitter_p, generator, scale)
+            x = _affine(x, mat, bias).clamp_(0, 1)
+            scale = 1.0
+        std = torch.tensor(self.std, device=x.device, dtype=x.dtype)
+        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype)
+        if c == 3:  # grayscale and normalisation as one map: diag(scale / std) @ G, bias -mean / std
+            gray_p = self.grayscale_p if self.grayscale_p > 0 else 0.0
+            mat = _grayscale_matrices(b, gray_p, generator, x.device, x.dtype) * (scale / std).view(1, 3, 1)
+            return _affine(x, mat, (-mean / std).view(1, 3, 1, 1))
+        return (x * scale - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
 
     def two_views(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """The contrastive branch's views ``[B, 2, C, H, W]``: one with colour jitter, one without."""
@@ -56,17 +64,43 @@ def _uniform(n: int, low: float, high: float, generator: torch.Generator, device
     return torch.rand(n, generator=generator, device=device) * (high - low) + low
 
 
+def _affine(x: torch.Tensor, mat: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``mat [B, C, C] @ x[b] + bias`` per image (``bias`` broadcast from ``[B or 1, C or 1, 1, 1]``)."""
+    b, c, h, w = x.shape
+    flat = x.reshape(b, c, h * w)
+    if bias is None:
+        return torch.bmm(mat, flat).view(b, c, h, w)
+    return torch.baddbmm(bias.reshape(bias.shape[0], bias.shape[1], 1), mat, flat).view(b, c, h, w)
+
+
+def crop_and_flip(x: torch.Tensor, padding: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
+    """Random crop with zero padding and horizontal flip as one gather, in ``x``'s own dtype."""
+    b, c, h, w = x.shape
+    if not padding and not flip:
+        return x
+    hp, wp = h + 2 * padding, w + 2 * padding
+    padded = torch.nn.functional.pad(x, (padding,) * 4) if padding else x
+    dev = x.device
+    oy = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=dev)
+    ox = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=dev)
+    cols = torch.arange(w, device=dev).expand(b, w)
+    if flip:
+        mirrored = (torch.rand(b, generator=generator, device=dev) < 0.5)[:, None]
+        cols = torch.where(mirrored, w - 1 - cols, cols)
+    rows = oy[:, None] + torch.arange(h, device=dev)
+    index = (rows[:, :, None] * wp + (ox[:, None] + cols)[:, None, :]).view(b, 1, h * w).expand(b, c, h * w)
+    return padded.reshape(b, c, hp * wp).gather(2, index).view(b, c, h, w)
+
+
 def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """Zero-pad by ``padding`` and crop back to H x W at a random offset per image."""
+    """Zero-pad by ``padding`` and crop back to H x W at a random offset per image (any dtype)."""
     b, c, h, w = x.shape
     padded = torch.nn.functional.pad(x, (padding,) * 4)
     oy = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=x.device)
     ox = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=x.device)
-    rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
-    cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
-    batch = torch.arange(b, device=x.device)[:, None, None, None]
-    chan = torch.arange(c, device=x.device)[None, :, None, None]
-    return padded[batch, chan, rows, cols]
+    rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None].expand(b, c, h, w + 2 * padding)
+    cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :].expand(b, c, h, w)
+    return padded.gather(2, rows).gather(3, cols)
 
 
 def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -81,35 +115,63 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
     return (x * w).sum(1, keepdim=True)
 
 
-def color_jitter(x: torch.Tensor, strength: tuple[float, float, float, float], p: float,
-                 generator: torch.Generator) -> torch.Tensor:
-    """Brightness, contrast, saturation and hue factors drawn per image; applied with probability p."""
-    b, dev = x.shape[0], x.device
+def _grayscale_matrices(b: int, p: float, generator: torch.Generator, device, dtype) -> torch.Tensor:
+    """``[B, 3, 3]``: the luma projection for the images drawn with probability p, else identity."""
+    gray = (torch.rand(b, generator=generator, device=device) < p).to(dtype).view(b, 1, 1)
+    luma = torch.tensor(_LUMA, device=device, dtype=dtype).expand(3, 3)
+    return gray * luma + (1 - gray) * torch.eye(3, device=device, dtype=dtype)
+
+
+def _jitter_affine(x: torch.Tensor, strength: tuple[float, float, float, float], p: float,
+                   generator: torch.Generator, scale: float = 1.0):
+    """The per-image affine map ``(mat [B, C, C], bias [B, 1, 1, 1])`` of colour jitter on ``x * scale``,
+    and the mask ``[B]`` of the images drawn.
+
+    Brightness f_b and contrast f_c: ``f_c * f_b * x + (1 - f_c) * mean_luma(f_b * x)``; saturation
+    blends with the luma, hue rotates the YIQ chroma plane; both are 3x3 maps that keep gray.
+    Images not drawn (probability 1 - p) get the identity (up to rounding).
+    """
+    b, c, dev, dtype = x.shape[0], x.shape[1], x.device, x.dtype
     bright, contrast, sat, hue = strength
-    out = x
-    if bright:
-        out = out * _uniform(b, 1 - bright, 1 + bright, generator, dev).view(b, 1, 1, 1)
-    if contrast:
-        mean = _gray(out).mean((1, 2, 3), keepdim=True)
-        f = _uniform(b, 1 - contrast, 1 + contrast, generator, dev).view(b, 1, 1, 1)
-        out = (out - mean) * f + mean
-    if x.shape[1] == 3 and sat:
-        g = _gray(out)
-        out = (out - g) * _uniform(b, 1 - sat, 1 + sat, generator, dev).view(b, 1, 1, 1) + g
-    if x.shape[1] == 3 and hue:
-        theta = _uniform(b, -hue, hue, generator, dev) * 2 * math.pi
+    ones = torch.ones(b, device=dev, dtype=dtype)
+    f_b = _uniform(b, 1 - bright, 1 + bright, generator, dev).to(dtype) if bright else ones
+    f_c = _uniform(b, 1 - contrast, 1 + contrast, generator, dev).to(dtype) if contrast else ones
+    apply = (torch.rand(b, generator=generator, device=dev) < p).to(dtype)
+    f_b, f_c = apply * f_b + (1 - apply), apply * f_c + (1 - apply)
+    mean_luma = _gray(x).mean((1, 2, 3)) * (f_b * scale)  # the contrast pivot, after brightness
+    bias = ((1 - f_c) * mean_luma).view(b, 1, 1, 1)
+    eye = torch.eye(c, device=dev, dtype=dtype).expand(b, c, c)
+    mat = eye * (f_c * f_b * scale).view(b, 1, 1)
+    if c == 3 and sat:
+        s = (apply * _uniform(b, 1 - sat, 1 + sat, generator, dev) + (1 - apply)).to(dtype).view(b, 1, 1)
+        luma = torch.tensor(_LUMA, device=dev, dtype=dtype).expand(3, 3)
+        mat = (s * eye + (1 - s) * luma) @ mat
+    if c == 3 and hue:
+        theta = apply * _uniform(b, -hue, hue, generator, dev) * 2 * math.pi
         cos, sin = theta.cos(), theta.sin()
         rot = torch.zeros(b, 3, 3, device=dev)
         rot[:, 0, 0] = 1
         rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
         to_yiq = _RGB2YIQ.to(dev)
-        mat = torch.linalg.inv(to_yiq) @ rot @ to_yiq  # [B, 3, 3]
-        out = torch.einsum("bij,bjhw->bihw", mat, out)
-    out = out.clamp(0, 1)
-    apply = torch.rand(b, generator=generator, device=dev) < p
-    return torch.where(apply[:, None, None, None], out, x)
+        mat = (torch.linalg.inv(to_yiq) @ rot @ to_yiq).to(dtype) @ mat
+    return mat, bias, apply.bool()
+
+
+def color_jitter(x: torch.Tensor, strength: tuple[float, float, float, float], p: float,
+                 generator: torch.Generator) -> torch.Tensor:
+    """Brightness, contrast, saturation and hue factors drawn per image, applied with probability p,
+    as one affine map per image and one clamp (``_jitter_affine``). ``x``: float in [0, 1].
+    Images not drawn are returned exactly as they were."""
+    if p <= 0 or not any(strength):
+        return x
+    mat, bias, drawn = _jitter_affine(x, strength, p, generator)
+    out = _affine(x, mat, bias).clamp_(0, 1)
+    # the maps of untouched images are the identity only up to rounding: keep those images exact
+    return out if p >= 1 else torch.where(drawn.view(-1, 1, 1, 1), out, x)
 
 
 def random_grayscale(x: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
-    gray = torch.rand(x.shape[0], generator=generator, device=x.device) < p
-    return torch.where(gray[:, None, None, None], _gray(x).expand_as(x), x)
+    """Each image turned to its luma (in every channel) with probability p; 1-channel: unchanged."""
+    if x.shape[1] != 3:
+        return x
+    return _affine(x, _grayscale_matrices(x.shape[0], p, generator, x.device, x.dtype))

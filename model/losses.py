@@ -35,27 +35,41 @@ class SupConLoss(nn.Module):
     ``forward(features [B, V, D], labels [B]) -> scalar``. Every view is an anchor; its
     positives are all other views with the same label (its own other view included), its
     denominator runs over all other views. Averaged over the anchors that have at least
-    one positive; no base-temperature factor. Memory: O((B*V)^2).
+    one positive; no base-temperature factor.
+
+    The positive term needs no pairwise mask: the sum of an anchor's positive logits is
+    ``z_i . (S_{y_i} - z_i) / t`` with ``S_c`` the sum of class c's embeddings, so only the
+    log-sum-exp over all pairs is O((B*V)^2). With ``num_classes`` the class sums come from
+    one scatter (no host sync); without it, from a same-label matrix.
     """
 
-    def __init__(self, temperature: float = 0.1):
+    def __init__(self, temperature: float = 0.1, num_classes: int | None = None):
         super().__init__()
         self.temperature = temperature
+        self.num_classes = num_classes
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         z, y = _flatten_views(features, labels)
         n = z.shape[0]
+        zf = _at_least_fp32(z)
+        if n < 2:  # no pair at all: no anchor has a positive
+            return zf.sum() * 0.0
         logits = _at_least_fp32(z @ z.T) / self.temperature
-        self_mask = torch.eye(n, dtype=torch.bool, device=z.device)
-        logits = logits.masked_fill(self_mask, float("-inf"))
-        log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
-        log_prob = log_prob.masked_fill(self_mask, 0.0)
-        positives = (y[:, None] == y[None, :]) & ~self_mask
-        num_pos = positives.sum(1)
-        per_anchor = -(log_prob * positives).sum(1) / num_pos.clamp(min=1)
+        logits.fill_diagonal_(float("-inf"))  # an anchor is not in its own denominator
+        log_denominator = torch.logsumexp(logits, dim=1)
+        if self.num_classes:
+            class_sums = zf.new_zeros(self.num_classes, zf.shape[1]).index_add_(0, y, zf)
+            same_sum = class_sums[y]
+            same_count = torch.bincount(y, minlength=self.num_classes)[y]
+        else:
+            same = (y[:, None] == y[None, :]).to(zf.dtype)
+            same_sum, same_count = same @ zf, same.sum(1)
+        num_pos = same_count - 1
+        pos_logits = (zf * (same_sum - zf)).sum(1) / self.temperature
+        per_anchor = log_denominator - pos_logits / num_pos.clamp(min=1)
         has_pos = num_pos > 0
-        # An anchor without positives contributes nothing; 0 * sum keeps the graph and never NaN.
-        return (per_anchor * has_pos).sum() / has_pos.sum().clamp(min=1)
+        # An anchor without positives contributes nothing and never NaN.
+        return torch.where(has_pos, per_anchor, 0.0).sum() / has_pos.sum().clamp(min=1)
 
 
 class MPSCLoss(nn.Module):
@@ -81,8 +95,8 @@ class MPSCLoss(nn.Module):
         c, m, d = self.prototypes.shape
         protos = F.normalize(self.prototypes, dim=-1).reshape(c * m, d)
         logits = _at_least_fp32(z @ protos.T).reshape(-1, c, m) / self.temperature  # [N, C, M]
+        pos = logits.gather(1, y.view(-1, 1, 1).expand(-1, 1, m)).squeeze(1)  # [N, M]: own-class prototypes
         own = F.one_hot(y, c).bool()  # [N, C]
-        pos = logits[own]  # [N, M]: the anchor's own-class prototypes
         negatives = logits.masked_fill(own[:, :, None], float("-inf")).flatten(1)
         log_ratio = pos - torch.logsumexp(negatives, dim=1, keepdim=True)  # [N, M]
         weights = torch.softmax(pos.detach(), dim=1)
@@ -104,7 +118,7 @@ class PSCLoss(MPSCLoss):
         z, y = _flatten_views(features, labels)
         logits = _at_least_fp32(z @ F.normalize(self.prototypes, dim=-1).T) / self.temperature  # [N, C]
         own = F.one_hot(y, logits.shape[1]).bool()
-        pos = logits[own]
+        pos = logits.gather(1, y[:, None]).squeeze(1)
         neg_lse = torch.logsumexp(logits.masked_fill(own, float("-inf")), dim=1)
         return (neg_lse - pos).mean()
 
@@ -130,7 +144,7 @@ def build_contrastive_loss(name: str, num_classes: int, feat_dim: int, temperatu
                            prototypes_per_class: int = 1) -> nn.Module:
     """The feature-branch loss by name: ``sc``, ``psc``, ``mpsc`` or ``ce`` (CE-CE)."""
     if name == "sc":
-        return SupConLoss(temperature)
+        return SupConLoss(temperature, num_classes)
     if name == "psc":
         return PSCLoss(num_classes, feat_dim, temperature)
     if name == "mpsc":

@@ -178,3 +178,22 @@ def test_two_views_shape_and_views():
 def test_pipeline_crop_preserves_shape(padding):
     out = BatchAugment(MEAN, STD, crop_padding=padding)(_images(4, h=10, w=12), _gen(0))
     assert out.shape == (4, 3, 10, 12)
+
+
+def test_crop_and_flip_is_a_window_of_the_padded_input_possibly_mirrored():
+    from data.augment import crop_and_flip
+
+    x = torch.randint(0, 256, (24, 3, 6, 7), dtype=torch.uint8, generator=_gen(21))
+    p = 2
+    out = crop_and_flip(x, p, True, _gen(22))
+    assert out.dtype == torch.uint8 and out.shape == x.shape
+    padded = torch.nn.functional.pad(x, (p,) * 4)
+    mirrored = 0
+    for i in range(len(x)):
+        windows = [padded[i, :, dy:dy + 6, dx:dx + 7] for dy in range(2 * p + 1) for dx in range(2 * p + 1)]
+        plain = any(torch.equal(out[i], w) for w in windows)
+        flipped = any(torch.equal(out[i], w.flip(-1)) for w in windows)
+        assert plain or flipped
+        mirrored += flipped and not plain
+    assert 0 < mirrored < len(x)
+    assert torch.equal(crop_and_flip(x, 0, False, _gen(0)), x)

@@ -388,3 +388,15 @@ def test_cross_entropy_classifier_loss():
         assert torch.allclose(got, by_hand, rtol=1e-5)
     # Low-precision logits are computed in float32.
     assert loss_fn(logits.bfloat16(), labels).dtype == torch.float32
+
+
+def test_supcon_class_sums_path_equals_mask_path():
+    """With num_classes the positive sums come from a scatter; they must equal the same-label matrix path."""
+    g = torch.Generator().manual_seed(11)
+    z = torch.nn.functional.normalize(torch.randn(12, 2, 8, generator=g, dtype=torch.float64), dim=-1)
+    y = torch.tensor([0, 3, 3, 1, 0, 5, 5, 5, 2, 0, 4, 1])
+    za, zb = z.clone().requires_grad_(True), z.clone().requires_grad_(True)
+    a, b = SupConLoss(0.2)(za, y), SupConLoss(0.2, num_classes=6)(zb, y)
+    a.backward()
+    b.backward()
+    assert torch.allclose(a, b) and torch.allclose(za.grad, zb.grad)
