@@ -60,7 +60,7 @@ class SupConLoss(nn.Module):
         if self.num_classes:
             class_sums = zf.new_zeros(self.num_classes, zf.shape[1]).index_add_(0, y, zf)
             same_sum = class_sums[y]
-            same_count = torch.bincount(y, minlength=self.num_classes)[y]
+            same_count = zf.new_zeros(self.num_classes).index_add_(0, y, zf.new_ones(len(y)))[y]
         else:
             same = (y[:, None] == y[None, :]).to(zf.dtype)
             same_sum, same_count = same @ zf, same.sum(1)
@@ -96,7 +96,7 @@ class MPSCLoss(nn.Module):
         protos = F.normalize(self.prototypes, dim=-1).reshape(c * m, d)
         logits = _at_least_fp32(z @ protos.T).reshape(-1, c, m) / self.temperature  # [N, C, M]
         pos = logits.gather(1, y.view(-1, 1, 1).expand(-1, 1, m)).squeeze(1)  # [N, M]: own-class prototypes
-        own = F.one_hot(y, c).bool()  # [N, C]
+        own = y[:, None] == torch.arange(c, device=y.device)  # [N, C]; not one_hot, which syncs to check y
         negatives = logits.masked_fill(own[:, :, None], float("-inf")).flatten(1)
         log_ratio = pos - torch.logsumexp(negatives, dim=1, keepdim=True)  # [N, M]
         weights = torch.softmax(pos.detach(), dim=1)
@@ -117,7 +117,7 @@ class PSCLoss(MPSCLoss):
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         z, y = _flatten_views(features, labels)
         logits = _at_least_fp32(z @ F.normalize(self.prototypes, dim=-1).T) / self.temperature  # [N, C]
-        own = F.one_hot(y, logits.shape[1]).bool()
+        own = y[:, None] == torch.arange(logits.shape[1], device=y.device)
         pos = logits.gather(1, y[:, None]).squeeze(1)
         neg_lse = torch.logsumexp(logits.masked_fill(own, float("-inf")), dim=1)
         return (neg_lse - pos).mean()
