@@ -237,6 +237,13 @@ def load_run_config_text(text: str | None, trial_id: str):
     return cfg.model_copy(update={"name": f"{cfg.name}-best"})
 
 
+def cmd_dashboard(args) -> int:
+    from dashboards.app import run_dashboard
+
+    run_dashboard(args.results, host=args.host, port=args.port, refresh_s=args.refresh)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hybridlt", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -268,6 +275,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", required=True)
     export.add_argument("--force", action="store_true", help="overwrite --output")
     export.set_defaults(func=cmd_export_best)
+
+    dash = sub.add_parser("dashboard", help="serve the Dash app over a results store")
+    dash.add_argument("results", help="the sweep's results folder (or the sweep folder)")
+    dash.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
+    dash.add_argument("--port", type=int, default=8050)
+    dash.add_argument("--refresh", type=float, default=5.0, help="seconds between looks for new trials")
+    dash.set_defaults(func=cmd_dashboard)
 
     data = sub.add_parser("data", help="dataset tools")
     data_sub = data.add_subparsers(dest="data_command", required=True)
