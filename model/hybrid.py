@@ -15,15 +15,31 @@ from torch import nn
 from model.backbones import create_backbone
 
 
+class CosineLinear(nn.Module):
+    """Cosine classifier: ``normalize(x) @ normalize(W).T`` -> ``[B, C]`` in [-1, 1] (LDAM's NormedLinear)."""
+
+    def __init__(self, in_features: int, num_classes: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_classes, in_features).uniform_(-1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x, dim=1) @ F.normalize(self.weight, dim=1).T
+
+
+CLASSIFIERS = ("linear", "cosine")
+
+
 class HybridNet(nn.Module):
     def __init__(self, backbone: nn.Module, num_classes: int, proj_dim: int = 128,
-                 proj_hidden: int | None = None):
+                 proj_hidden: int | None = None, classifier: str = "linear"):
         super().__init__()
         d = backbone.feature_dim
         hidden = proj_hidden or d
         self.backbone = backbone
         self.head = nn.Sequential(nn.Linear(d, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, proj_dim))
-        self.classifier = nn.Linear(d, num_classes)
+        if classifier not in CLASSIFIERS:
+            raise ValueError(f"model.classifier: unknown value {classifier!r}; allowed: {CLASSIFIERS}")
+        self.classifier = nn.Linear(d, num_classes) if classifier == "linear" else CosineLinear(d, num_classes)
         self.num_classes = num_classes
         self.proj_dim = proj_dim
 
@@ -38,8 +54,9 @@ class HybridNet(nn.Module):
 
 
 def create_hybrid_net(backbone: str, num_classes: int, in_channels: int = 3, proj_dim: int = 128,
-                      proj_hidden: int | None = None) -> HybridNet:
-    return HybridNet(create_backbone(backbone, in_channels=in_channels), num_classes, proj_dim, proj_hidden)
+                      proj_hidden: int | None = None, classifier: str = "linear") -> HybridNet:
+    return HybridNet(create_backbone(backbone, in_channels=in_channels), num_classes, proj_dim, proj_hidden,
+                     classifier)
 
 
 class HybridObjective(nn.Module):

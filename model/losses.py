@@ -7,6 +7,7 @@ and ``labels`` ``[B]`` (int64). All return a scalar tensor: the mean over anchor
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 
 import torch
@@ -174,13 +175,120 @@ class CrossEntropy(ClassifierLoss):
         return F.cross_entropy(_at_least_fp32(logits), labels)
 
 
-# The classifier-branch registry: baselines slot in here (name -> class taking
-# ``class_counts``, ``epochs`` and their own keyword parameters).
-CLASSIFIER_LOSSES: dict[str, Callable[..., ClassifierLoss]] = {"ce": CrossEntropy}
+def effective_number_weights(class_counts: Sequence[int] | torch.Tensor, beta: float = 0.9999) -> torch.Tensor:
+    """Class-balanced weights (Cui et al. 2019): ``(1 - beta) / (1 - beta^n_c)``, scaled to sum to C."""
+    n = torch.as_tensor(class_counts, dtype=torch.float64)
+    w = (1 - beta) / (1 - beta**n)
+    return (w / w.sum() * len(n)).float()
+
+
+def ldam_margins(class_counts: Sequence[int] | torch.Tensor, max_margin: float = 0.5) -> torch.Tensor:
+    """LDAM margins (Cao et al. 2019): proportional to ``n_c^(-1/4)``, the smallest class's = ``max_margin``."""
+    m = torch.as_tensor(class_counts, dtype=torch.float64) ** -0.25
+    return (m * (max_margin / m.max())).float()
+
+
+def _weighted_focal(logits: torch.Tensor, labels: torch.Tensor, gamma: float,
+                    weight: torch.Tensor | None) -> torch.Tensor:
+    """``sum_i w_{y_i} (1 - p_i)^gamma (-log p_i) / sum_i w_{y_i}`` (softmax focal; gamma 0 = weighted CE)."""
+    log_p = F.log_softmax(_at_least_fp32(logits), dim=1).gather(1, labels[:, None]).squeeze(1)
+    loss = -((1 - log_p.exp()) ** gamma) * log_p if gamma else -log_p
+    if weight is None:
+        return loss.mean()
+    w = weight.to(loss.dtype)[labels]
+    return (w * loss).sum() / w.sum()
+
+
+class FocalLoss(ClassifierLoss):
+    """Softmax focal loss (Lin et al. 2017), ``gamma`` = ``loss.focal_gamma``."""
+
+    def __init__(self, class_counts, epochs, focal_gamma: float = 1.0):
+        super().__init__(class_counts, epochs)
+        self.gamma = focal_gamma
+
+    def forward(self, logits, labels, epoch: int = 0):
+        return _weighted_focal(logits, labels, self.gamma, None)
+
+
+class ClassBalancedLoss(ClassifierLoss):
+    """CE (``focal_gamma`` 0) or focal loss weighted by the effective number of samples (``cb_beta``)."""
+
+    def __init__(self, class_counts, epochs, cb_beta: float = 0.9999, focal_gamma: float = 0.0):
+        super().__init__(class_counts, epochs)
+        self.gamma = focal_gamma
+        self.register_buffer("weight", effective_number_weights(class_counts, cb_beta))
+
+    def forward(self, logits, labels, epoch: int = 0):
+        return _weighted_focal(logits, labels, self.gamma, self.weight)
+
+
+class ClassBalancedFocal(ClassBalancedLoss):
+    def __init__(self, class_counts, epochs, cb_beta: float = 0.9999, focal_gamma: float = 1.0):
+        super().__init__(class_counts, epochs, cb_beta, focal_gamma)
+
+
+class LDAMLoss(ClassifierLoss):
+    """LDAM (Cao et al. 2019) on cosine logits: ``CE(s * (cos - m_y 1_y), y)``, margins from
+    ``ldam_margins``. With ``drw_start`` < 1 (LDAM-DRW), class-balanced weights (``cb_beta``) from
+    epoch ``int(drw_start * epochs)`` on. Expects a cosine classifier (``model.classifier: cosine``).
+    """
+
+    def __init__(self, class_counts, epochs, ldam_max_margin: float = 0.5, ldam_scale: float = 30.0,
+                 drw_start: float = 1.0, cb_beta: float = 0.9999):
+        super().__init__(class_counts, epochs)
+        self.scale = ldam_scale
+        self.drw_epoch = int(drw_start * epochs)
+        self.register_buffer("margins", ldam_margins(class_counts, ldam_max_margin))
+        self.register_buffer("weight", effective_number_weights(class_counts, cb_beta))
+
+    def forward(self, logits, labels, epoch: int = 0):
+        cos = _at_least_fp32(logits)
+        target = (labels[:, None] == torch.arange(cos.shape[1], device=labels.device)).to(cos.dtype)
+        shifted = cos - target * self.margins.to(cos.dtype)[labels, None]
+        weight = self.weight.to(cos.dtype) if epoch >= self.drw_epoch else None
+        return F.cross_entropy(self.scale * shifted, labels, weight=weight)
+
+
+class LDAMDRWLoss(LDAMLoss):
+    def __init__(self, class_counts, epochs, ldam_max_margin: float = 0.5, ldam_scale: float = 30.0,
+                 drw_start: float = 0.8, cb_beta: float = 0.9999):
+        super().__init__(class_counts, epochs, ldam_max_margin, ldam_scale, drw_start, cb_beta)
+
+
+class LogitAdjustedLoss(ClassifierLoss):
+    """Logit adjustment (Menon et al. 2021): ``CE(logits + tau * log prior, y)`` in training only;
+    the test-time logits are left as they are. tau = 1 is the balanced softmax (Ren et al. 2020)."""
+
+    def __init__(self, class_counts, epochs, la_tau: float = 1.0):
+        super().__init__(class_counts, epochs)
+        counts = self.class_counts.clamp(min=1)
+        self.register_buffer("adjustment", la_tau * torch.log(counts / counts.sum()))
+
+    def forward(self, logits, labels, epoch: int = 0):
+        logits = _at_least_fp32(logits)
+        return F.cross_entropy(logits + self.adjustment.to(logits.dtype), labels)
+
+
+class BalancedSoftmax(LogitAdjustedLoss):
+    def __init__(self, class_counts, epochs):
+        super().__init__(class_counts, epochs, la_tau=1.0)
+
+
+# The classifier-branch registry: name -> class taking ``class_counts``, ``epochs`` and its own
+# keyword parameters (named as the ``loss.*`` config fields).
+CLASSIFIER_LOSSES: dict[str, Callable[..., ClassifierLoss]] = {
+    "ce": CrossEntropy, "focal": FocalLoss, "cb_ce": ClassBalancedLoss, "cb_focal": ClassBalancedFocal,
+    "ldam": LDAMLoss, "ldam_drw": LDAMDRWLoss, "logit_adjust": LogitAdjustedLoss,
+    "balanced_softmax": BalancedSoftmax,
+}
+COSINE_CLASSIFIER_LOSSES = ("ldam", "ldam_drw")
 
 
 def build_classifier_loss(name: str, class_counts: Sequence[int], epochs: int,
                           **params) -> ClassifierLoss:
+    """The classifier-branch loss by name; ``params`` not taken by that loss are ignored."""
     if name not in CLASSIFIER_LOSSES:
         raise ValueError(f"loss.classifier: unknown value {name!r}; allowed: {sorted(CLASSIFIER_LOSSES)}")
-    return CLASSIFIER_LOSSES[name](class_counts=class_counts, epochs=epochs, **params)
+    cls = CLASSIFIER_LOSSES[name]
+    accepted = inspect.signature(cls.__init__).parameters
+    return cls(class_counts=class_counts, epochs=epochs, **{k: v for k, v in params.items() if k in accepted})

@@ -26,7 +26,7 @@ from data.streams import InMemoryStreams, LoaderStreams
 from model.curriculum import Curriculum
 from model.evaluate import accuracy_report, count_correct
 from model.hybrid import HybridObjective, create_hybrid_net
-from model.losses import build_classifier_loss, build_contrastive_loss
+from model.losses import COSINE_CLASSIFIER_LOSSES, build_classifier_loss, build_contrastive_loss
 from model.optim import build_optimizer, build_scheduler
 from model.train import Trainer
 from sweep.config import ConfigError, DataConfig, RunConfig
@@ -114,11 +114,13 @@ def build_run(cfg: RunConfig, rank: int = 0, world_size: int = 1, device: torch.
     groups = shot_groups(counts, cfg.data.many_above, cfg.data.few_below)
     streams, normalize = _streams(data, cfg, labels, rank, world_size, device)
 
+    classifier = cfg.model.classifier or ("cosine" if cfg.loss.classifier in COSINE_CLASSIFIER_LOSSES else "linear")
     net = create_hybrid_net(cfg.model.backbone, data.num_classes, data.in_channels, cfg.model.proj_dim,
-                            cfg.model.proj_hidden)
+                            cfg.model.proj_hidden, classifier)
     contrastive = build_contrastive_loss(cfg.loss.contrastive, data.num_classes, cfg.model.proj_dim,
                                          cfg.loss.temperature, cfg.loss.prototypes_per_class)
-    cls_loss = build_classifier_loss(cfg.loss.classifier, counts, cfg.train.epochs)
+    cls_loss = build_classifier_loss(cfg.loss.classifier, counts, cfg.train.epochs,
+                                     **cfg.loss.model_dump(exclude={"contrastive", "classifier"}))
     objective = HybridObjective(net, contrastive, cls_loss).to(device)
     if device.type == "cuda" and cfg.train.channels_last:
         objective = objective.to(memory_format=torch.channels_last)

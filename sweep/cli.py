@@ -134,14 +134,13 @@ def cmd_data_stats(args) -> int:
     return 0
 
 
-def _sweep_display(spec):
+def _sweep_display(metric: str, total: int):
     """A live status line: trials done / running / stopped early / failed, and the best so far."""
-    metric = spec.objective.metrics[0]
 
     def show(cb) -> None:
         done = sum(cb.counts.values())
         best = f"best {metric} {_pct(cb.best[0])}% ({cb.best[1]})" if cb.best else "best -"
-        console.print(f"trials {done}/{spec.trials} done, {len(cb.started)} running: {cb.counts['completed']} "
+        console.print(f"trials {done}/{total} done, {len(cb.started)} running: {cb.counts['completed']} "
                       f"completed, {cb.counts['stopped']} stopped early, {cb.counts['failed']} failed; {best}",
                       highlight=False)
 
@@ -183,7 +182,8 @@ def cmd_sweep(args) -> int:
     spec, base = load_sweep_spec(args.spec, args.set)
     console.print(f"sweep {spec.name}: {spec.trials} trials, {spec.search.algorithm} search, "
                   f"{spec.scheduler.kind} scheduler, storage {spec.storage}")
-    trials, seconds = run_sweep(spec, base, args.resume, args.address, _sweep_display(spec), args.num_cpus)
+    show = _sweep_display(spec.objective.metrics[0], spec.trials)
+    trials, seconds = run_sweep(spec, base, args.resume, args.address, show, args.num_cpus)
     rows = trials.to_pylist() if trials is not None else []
     metric, mode = spec.objective.metrics[0], spec.objective.modes[0]
     console.print(trials_table(rows, metric, mode))
@@ -237,6 +237,45 @@ def load_run_config_text(text: str | None, trial_id: str):
     return cfg.model_copy(update={"name": f"{cfg.name}-best"})
 
 
+def ablation_table(rows: list[dict], reference: str, title: str) -> Table:
+    from sweep.ablate import _fmt
+
+    metrics = list(dict.fromkeys(r["metric"] for r in rows))
+    table = Table(title=f"{title}: mean ± std over seeds (%), paired t-test vs {reference}")
+    for col in ("variant", "n", *metrics, "Δ overall", "p", "Δ few", "p few"):
+        table.add_column(col, justify="left" if col == "variant" else "right")
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        cells = {r["metric"]: r for r in rows if r["variant"] == variant}
+        ov, few = cells.get("overall", {}), cells.get("few", {})
+        table.add_row(variant, str(next(iter(cells.values()))["n"]),
+                      *[f"{_fmt(c['mean'])} ± {_fmt(c['std'])}" for c in cells.values()],
+                      _fmt(ov.get("diff_vs_ref")), _fmt(ov.get("p_paired"), 3), _fmt(few.get("diff_vs_ref")),
+                      _fmt(few.get("p_paired"), 3))
+    return table
+
+
+def cmd_ablate(args) -> int:
+    from sweep.ablate import load_ablation_spec, report_from_store, run_ablation, write_reports
+
+    if args.report:
+        store = args.report
+    else:
+        if not args.spec:
+            raise ConfigError("ablate: give a SPEC to run, or --report STORE to rebuild the table of a finished one")
+        spec, base = load_ablation_spec(args.spec, args.set)
+        console.print(f"ablation {spec.name}: {len(spec.variants)} variants x {len(spec.seeds)} seeds "
+                      f"= {len(spec.variants) * len(spec.seeds)} trials, storage {spec.storage}")
+        show = _sweep_display("acc", len(spec.variants) * len(spec.seeds))
+        _, seconds = run_ablation(spec, base, args.resume, args.address, show, args.num_cpus)
+        console.print(f"ablation wall time {seconds:.0f}s")
+        store = f"{spec.storage.rstrip('/')}/{spec.name}"
+    rows, reference, title, root = report_from_store(store, args.reference)
+    console.print(ablation_table(rows, reference, title))
+    md, csv_path = write_reports(rows, reference, title, root)
+    console.print(f"wrote {md} and {csv_path}")
+    return 0
+
+
 def cmd_dashboard(args) -> int:
     from dashboards.app import run_dashboard
 
@@ -275,6 +314,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", required=True)
     export.add_argument("--force", action="store_true", help="overwrite --output")
     export.set_defaults(func=cmd_export_best)
+
+    ablate = sub.add_parser("ablate", help="variants x seeds with mean ± std and paired tests")
+    ablate.add_argument("spec", nargs="?", help="ablation spec YAML")
+    ablate.add_argument("--set", action="append", default=[], metavar="a.b=value", help="override a spec field")
+    ablate.add_argument("--resume", action="store_true", help="continue an interrupted ablation")
+    ablate.add_argument("--report", metavar="STORE", help="rebuild the table of a finished ablation, without Ray")
+    ablate.add_argument("--reference", help="variant to test against (default: the spec's reference)")
+    ablate.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    ablate.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
+    ablate.set_defaults(func=cmd_ablate)
 
     dash = sub.add_parser("dashboard", help="serve the Dash app over a results store")
     dash.add_argument("results", help="the sweep's results folder (or the sweep folder)")

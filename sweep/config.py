@@ -74,6 +74,8 @@ class ModelConfig(Section):
     backbone: str = "resnet32"
     proj_dim: int = Field(128, ge=1)
     proj_hidden: int | None = Field(None, ge=1, description="default: the backbone's feature width")
+    classifier: Literal["linear", "cosine"] | None = Field(
+        None, description="default: cosine for ldam/ldam_drw, linear otherwise")
 
     @field_validator("backbone")
     @classmethod
@@ -88,6 +90,12 @@ class LossConfig(Section):
     classifier: str = "ce"
     temperature: float = Field(0.1, gt=0.0)
     prototypes_per_class: int = Field(1, ge=1, description="mpsc only")
+    focal_gamma: float = Field(1.0, ge=0.0, description="focal, cb_focal: gamma")
+    cb_beta: float = Field(0.9999, ge=0.0, lt=1.0, description="cb_ce, cb_focal, ldam_drw: effective-number beta")
+    drw_start: float = Field(0.8, ge=0.0, le=1.0, description="ldam_drw: fraction of epochs before re-weighting")
+    ldam_max_margin: float = Field(0.5, gt=0.0, description="ldam: margin of the smallest class")
+    ldam_scale: float = Field(30.0, gt=0.0, description="ldam: logit scale s")
+    la_tau: float = Field(1.0, ge=0.0, description="logit_adjust: tau (1 = balanced softmax)")
 
     @field_validator("classifier")
     @classmethod

@@ -186,15 +186,22 @@ def _assign(raw: dict, path: str, value) -> None:
     node[parts[-1]] = value
 
 
-def apply_params(base: RunConfig, params: dict[str, Any], extra: dict[str, Any] | None = None) -> RunConfig:
-    """The trial's run config: base with sampled parameters (dotted paths) applied and validated."""
+def apply_params(base: RunConfig, params: dict[str, Any], variants: dict[str, list[str]] | None = None) -> RunConfig:
+    """The trial's run config: base with sampled parameters (dotted paths) applied and validated.
+
+    Ablations: ``params['variant']`` names one of ``variants``, whose ``--set`` overrides apply first.
+    """
     raw = base.model_dump(mode="json")
-    for path, value in {**params, **(extra or {})}.items():
+    params = dict(params)
+    if variants is not None and "variant" in params:
+        raw = apply_overrides(raw, list(variants[params.pop("variant")]))
+    for path, value in params.items():
         _assign(raw, path, value)
     return validate_run_config(raw, "trial")
 
 
-def load_base(spec: SweepSpec, spec_dir: Path) -> RunConfig:
+def load_base(spec, spec_dir: Path) -> RunConfig:
+    """The base run config of a sweep or ablation spec (``base`` path relative to the spec, or inline)."""
     if isinstance(spec.base, str):
         base_path = (spec_dir / spec.base) if not Path(spec.base).is_absolute() else Path(spec.base)
         raw = read_yaml(base_path, "base")

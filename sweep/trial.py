@@ -36,7 +36,7 @@ class TrialContext:
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
     max_failures: int = 2
-    extra: dict | None = None  # fixed overrides of every trial (ablations: variant, seed)
+    variants: dict | None = None  # ablations: variant name -> its --set overrides
 
 
 def _scalars(metrics: dict) -> dict:
@@ -110,7 +110,7 @@ def trial_main(params: dict, ctx: TrialContext) -> None:
     trial_id = tune.get_context().get_trial_id()
     if (Location.of(ctx.results_root) / "trials" / f"{trial_id}.parquet").exists():
         return  # finished before a driver crash that Tune's last snapshot did not see: never re-run it
-    cfg = apply_params(ctx.base, params, ctx.extra)
+    cfg = apply_params(ctx.base, params, ctx.variants)
     loop_config = {"cfg": cfg.model_dump(mode="json"), "trial_id": trial_id, "results_root": ctx.results_root}
     if not ctx.use_train:
         worker_loop({**loop_config, "api": "tune"})

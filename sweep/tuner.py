@@ -124,7 +124,7 @@ class StoreCallback:
 
         planned = self.epochs
         try:
-            trial_cfg = apply_params(self.spec_base, config, self.extra)
+            trial_cfg = apply_params(self.spec_base, config, self.variants)
             config_yaml, planned = trial_cfg.to_yaml(), trial_cfg.train.epochs  # epochs may be searched
         except Exception:  # a config that failed validation still gets its row, with the error
             config_yaml = None
@@ -159,9 +159,7 @@ def make_callback_class():
 
     class _TuneStoreCallback(StoreCallback, Callback):
         def on_trial_start(self, iteration, trials, trial, **info):
-            self.started.add(trial.trial_id)
-            if self.show:
-                self.show(self)
+            self.started.add(trial.trial_id)  # shown with the next finished trial
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             self.write(trial.trial_id, trial.config, trial.last_result, "completed")
@@ -175,7 +173,7 @@ def make_callback_class():
 
 
 def run_sweep(spec: SweepSpec, base, resume: bool = False, address: str | None = None, show=None,
-              num_cpus: int | None = None, extra: dict | None = None, param_space: dict | None = None,
+              num_cpus: int | None = None, variants: dict | None = None, param_space: dict | None = None,
               callbacks: list | None = None):
     """Run or resume the sweep; returns the ``trials`` table (pyarrow) when it ends."""
     import ray
@@ -212,7 +210,7 @@ def run_sweep(spec: SweepSpec, base, resume: bool = False, address: str | None =
 
     ctx = TrialContext(base=base, results_root=root, train_storage=f"{exp_dir}/train", use_train=use_train,
                        workers=r.workers, cpus_per_worker=r.cpus_per_worker, gpus_per_worker=r.gpus_per_worker,
-                       max_failures=r.max_failures, extra=extra)
+                       max_failures=r.max_failures, variants=variants)
     if use_train:  # the trial function only waits on its workers: a slot, no CPU (RAY.md: CPU deadlock)
         resources = {"CPU": 0, TRIAL_RESOURCE: 1}
     else:
@@ -220,7 +218,7 @@ def run_sweep(spec: SweepSpec, base, resume: bool = False, address: str | None =
     trainable = tune.with_resources(tune.with_parameters(trial_main, ctx=ctx), resources)
 
     callback = make_callback_class()(spec, root, schema, base.train.epochs, show)
-    callback.spec_base, callback.extra = base, extra
+    callback.spec_base, callback.variants = base, variants
     if resume:
         tuner = tune.Tuner.restore(exp_dir, trainable, resume_unfinished=True, resume_errored=False)
         if show:  # the restored callback lost its display when it was pickled
@@ -250,7 +248,7 @@ def _new_tuner(spec, base, trainable, callbacks, concurrency, storage, param_spa
                                   grace_period=min(spec.scheduler.grace_period, base.train.epochs),
                                   reduction_factor=spec.scheduler.reduction_factor)
     if spec.search.algorithm == "grid" or param_space:
-        space = dict(param_space or {})
+        space = {path: tune.grid_search(list(values)) for path, values in (param_space or {}).items()}
         for path, p in spec.space.items():
             space[path] = tune.grid_search(list(p.values))
         search_alg, num_samples = None, spec.trials

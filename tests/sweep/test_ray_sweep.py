@@ -170,3 +170,29 @@ def test_one_worker_train_matches_in_process(tmp_path):
     assert remote["epoch"] == local["epoch"] == 2
     assert remote["loss"] == pytest.approx(local["loss"], rel=1e-4)
     assert remote["acc"] == pytest.approx(local["acc"], abs=0.01)
+
+
+def test_ablation_grid_and_report_without_ray(tmp_path, capsys):
+    from sweep.ablate import load_ablation_spec, run_ablation
+
+    doc = {"name": "abl", "storage": str(tmp_path / "abl"), "base": str(ROOT / "configs" / "quickstart.yaml"),
+           "overrides": [*TINY, "train.epochs=2"], "variants": {"sc": ["loss.contrastive=sc"],
+                                                               "psc": ["loss.contrastive=psc"]},
+           "reference": "sc", "seeds": [0, 1], "concurrency": 2}
+    path = tmp_path / "abl.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    spec, base = load_ablation_spec(path)
+    run_ablation(spec, base)
+    root = tmp_path / "abl" / "abl" / "results"
+    trials, _, _ = check_store(root, 4)
+    assert sorted(zip(trials["param.variant"], trials["param.seed"], strict=True)) == [
+        ("psc", 0), ("psc", 1), ("sc", 0), ("sc", 1)]
+    for row in trials.itertuples():  # the variant's overrides and the seed reached the trial's config
+        cfg = yaml.safe_load(row.config_yaml)
+        assert cfg["seed"] == trials.loc[row.Index, "param.seed"]
+        assert cfg["loss"]["contrastive"] == trials.loc[row.Index, "param.variant"]
+    assert main(["ablate", "--report", str(tmp_path / "abl" / "abl")]) == 0
+    out = capsys.readouterr().out
+    assert "paired t-test vs sc" in out and "psc" in out
+    csv_text = (tmp_path / "abl" / "abl" / "ablation.csv").read_text()
+    assert csv_text.count("\npsc,") == 5 and csv_text.count("\nsc,") == 5

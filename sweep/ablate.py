@@ -1,0 +1,192 @@
+"""Ablations: named variants (``--set`` overrides of a base config) x seeds, run as one Ray Tune
+grid through the sweep machinery (same store, same resume), then a table per variant of mean ± std
+over seeds with a 95% confidence interval and, against a reference variant, a paired t-test over
+seeds (same seed = same data order and initialisation).
+
+``ablation_report`` needs only the store: ``hybridlt ablate --report STORE`` rebuilds the table
+without Ray.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from sweep.config import ConfigError, RunConfig, apply_overrides, format_validation_error, read_yaml
+from sweep.results import GROUP_METRICS, open_store, read_dataset
+from sweep.spec import Resources, Strict, SweepSpec, load_base
+from sweep.store import Location, write_text_atomic
+
+METRIC_NAMES = {"acc": "overall", "balanced_acc": "balanced", "many_acc": "many", "medium_acc": "medium",
+                "few_acc": "few"}
+
+
+class AblationSpec(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    storage: str = "runs/ablations"
+    base: str | dict
+    overrides: list[str] = Field(default_factory=list)
+    variants: dict[str, list[str]] = Field(description="variant name -> --set overrides of the base")
+    reference: str | None = Field(None, description="the variant the others are tested against (default: first)")
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=1)
+    resources: Resources = Resources()
+    concurrency: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if not self.variants:
+            raise ValueError("variants: at least one variant is required")
+        if self.reference is not None and self.reference not in self.variants:
+            raise ValueError(f"reference: {self.reference!r} is not a variant; allowed: {sorted(self.variants)}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds: {self.seeds} repeats a seed")
+        return self
+
+    @property
+    def reference_variant(self) -> str:
+        return self.reference or next(iter(self.variants))
+
+
+def load_ablation_spec(path: str | Path, overrides: list[str] = ()) -> tuple[AblationSpec, RunConfig]:
+    """Read an ablation spec and check every variant's config before Ray starts."""
+    path = Path(path)
+    raw = apply_overrides(read_yaml(path, "ablation spec"), list(overrides))
+    try:
+        spec = AblationSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, str(path))) from None
+    base = load_base(spec, path.resolve().parent)
+    from sweep.config import validate_run_config
+
+    for name, sets in spec.variants.items():
+        try:
+            validate_run_config(apply_overrides(base.model_dump(mode="json"), list(sets)), f"variants.{name}")
+        except ConfigError as exc:
+            raise ConfigError(str(exc)) from None
+    return spec, base
+
+
+def as_sweep(spec: AblationSpec) -> SweepSpec:
+    """The Tune grid that runs the ablation: no searched space, the grid comes as ``param_space``."""
+    return SweepSpec(name=spec.name, storage=spec.storage, base=spec.base, overrides=spec.overrides, space={},
+                     objective={"metric": "acc", "mode": "max"}, search={"algorithm": "grid"},
+                     scheduler={"kind": "none"}, resources=spec.resources, trials=1, concurrency=spec.concurrency)
+
+
+def run_ablation(spec: AblationSpec, base: RunConfig, resume: bool = False, address: str | None = None, show=None,
+                 num_cpus: int | None = None):
+    from sweep.tuner import run_sweep
+
+    sweep = as_sweep(spec)
+    grid = {"variant": list(spec.variants), "seed": list(spec.seeds)}
+    root = Location.of(f"{spec.storage.rstrip('/')}/{spec.name}")
+    trials, seconds = run_sweep(sweep, base, resume, address, show, num_cpus, variants=spec.variants, param_space=grid)
+    write_text_atomic(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), root / "ablation.yaml")
+    return trials, seconds
+
+
+def _t_quantile(df: int) -> float:
+    from scipy import stats
+
+    return float(stats.t.ppf(0.975, df))
+
+
+def _paired_p(a: list[float], b: list[float]) -> float | None:
+    if len(a) < 2:
+        return None
+    from scipy import stats
+
+    diffs = [x - y for x, y in zip(a, b, strict=True)]
+    if all(d == diffs[0] for d in diffs):
+        return 1.0 if diffs[0] == 0 else 0.0  # no spread: identical, or a constant shift
+    return float(stats.ttest_rel(a, b).pvalue)
+
+
+def ablation_report(trials: list[dict], variants: list[str], reference: str,
+                    metrics: tuple[str, ...] = GROUP_METRICS) -> list[dict]:
+    """One row per variant and metric: n, mean, std, 95% CI, and the paired test against ``reference``.
+
+    Accuracies in %; only completed trials count; seeds pair by ``param.seed``.
+    """
+    done = [t for t in trials if t["status"] == "completed"]
+    by_variant = {v: {t["param.seed"]: t for t in done if t["param.variant"] == v} for v in variants}
+    rows = []
+    for variant in variants:
+        for metric in metrics:
+            key = f"final_{metric}"
+            values = {s: 100 * t[key] for s, t in by_variant[variant].items() if t.get(key) is not None}
+            n = len(values)
+            mean = sum(values.values()) / n if n else math.nan
+            std = math.sqrt(sum((v - mean) ** 2 for v in values.values()) / (n - 1)) if n > 1 else math.nan
+            half = _t_quantile(n - 1) * std / math.sqrt(n) if n > 1 else math.nan
+            row = {"variant": variant, "metric": METRIC_NAMES.get(metric, metric), "n": n, "mean": mean, "std": std,
+                   "ci95_low": mean - half, "ci95_high": mean + half, "diff_vs_ref": None, "p_paired": None}
+            if variant != reference:
+                ref = {s: 100 * t[key] for s, t in by_variant.get(reference, {}).items() if t.get(key) is not None}
+                common = sorted(set(values) & set(ref))
+                if common:
+                    row["diff_vs_ref"] = sum(values[s] - ref[s] for s in common) / len(common)
+                    row["p_paired"] = _paired_p([values[s] for s in common], [ref[s] for s in common])
+            rows.append(row)
+    return rows
+
+
+def _fmt(x, digits=2) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def report_markdown(rows: list[dict], reference: str, title: str) -> str:
+    metrics = list(dict.fromkeys(r["metric"] for r in rows))
+    lines = [f"### {title}", "", f"Top-1 % at the last epoch, mean ± std over seeds [95% CI]; Δ and p: paired t-test "
+             f"over seeds against `{reference}`.", "",
+             "| variant | n | " + " | ".join(metrics) + " | Δ overall | p overall | Δ few | p few |",
+             "|" + "---|" * (len(metrics) + 6)]
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        cells = {r["metric"]: r for r in rows if r["variant"] == variant}
+        first = next(iter(cells.values()))
+        parts = [f"{_fmt(c['mean'])} ± {_fmt(c['std'])} [{_fmt(c['ci95_low'], 1)}, {_fmt(c['ci95_high'], 1)}]"
+                 for c in cells.values()]
+        ov, few = cells.get("overall", {}), cells.get("few", {})
+        tests = [_fmt(ov.get("diff_vs_ref")), _fmt(ov.get("p_paired"), 3), _fmt(few.get("diff_vs_ref")),
+                 _fmt(few.get("p_paired"), 3)]
+        lines.append(f"| {variant} | {first['n']} | " + " | ".join(parts + tests) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def report_csv(rows: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def report_from_store(store: str | Path, reference: str | None = None) -> tuple[list[dict], str, str, Location]:
+    """Rebuild the ablation table of a finished (or partial) store, without Ray."""
+    results = open_store(store)
+    trials = read_dataset(results, "trials")
+    if trials is None:
+        raise ConfigError(f"--report: {store} holds no finished trial yet")
+    rows = trials.to_pylist()
+    if not rows or "param.variant" not in rows[0]:
+        raise ConfigError(f"--report: {store} is not an ablation store (no param.variant column)")
+    root = Location(results.fs, results.path.rsplit("/", 1)[0])
+    spec_file = root / "ablation.yaml"
+    spec = yaml.safe_load(spec_file.read_bytes()) if spec_file.exists() else {}
+    variants = list(spec.get("variants") or dict.fromkeys(r["param.variant"] for r in rows))
+    ref = reference or spec.get("reference") or variants[0]
+    if ref not in variants:
+        raise ConfigError(f"--reference: {ref!r} is not a variant; allowed: {variants}")
+    return ablation_report(rows, variants, ref), ref, spec.get("name") or root.name, root
+
+
+def write_reports(rows: list[dict], reference: str, title: str, root: Location) -> tuple[Location, Location]:
+    md, csv_loc = root / "ablation.md", root / "ablation.csv"
+    write_text_atomic(report_markdown(rows, reference, title), md)
+    write_text_atomic(report_csv(rows), csv_loc)
+    return md, csv_loc
