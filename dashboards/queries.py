@@ -29,7 +29,7 @@ EPOCH_FILE = re.compile(r"^(?P<trial>.+)-epoch-(?P<epoch>\d+)\.parquet$")
 GROUPS = ("many", "medium", "few")
 METRICS = GROUP_METRICS
 REQUIRED = {"trials": {"trial_id", "status"}, "epochs": {"trial_id", "epoch"},
-            "per_class": {"trial_id", "class_index", "train_count", "accuracy"}}
+            "per_class": {"trial_id", "class_index", "train_count", "accuracy"}, "pareto": {"trial_id"}}
 FANOVA_MAX_TRIALS = 200
 
 
@@ -111,13 +111,12 @@ class ResultsCache:
         self.sweep_doc: dict = {}
         self._lock = threading.RLock()
         self._files: dict[str, list[StoreFile]] = {}
-        self._read: dict[tuple, pa.Table | None] = {}
+        self._tables: dict[tuple, pa.Table | None] = {}
         self._trial_rows: dict[str, pa.Table] = {}
         self._epoch_index: dict[str, dict[int, StoreFile]] = {}
         self._class_index: dict[str, dict[int, StoreFile]] = {}
         self._pareto: set[str] | None = None
         self._frames: dict[str, object] = {}
-        self._warned: set[tuple] = set()
 
     # ---- refresh --------------------------------------------------------------------------
     def refresh(self) -> bool:
@@ -126,12 +125,9 @@ class ResultsCache:
             if self.root is None and not self._locate():
                 return False
             before = self._signature()
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                self._list()
-                self._read_trials()
-                self._read_extras()
-            self._rewarn(caught)
+            self._list()
+            self._read_trials()
+            self._read_extras()
             changed = self._signature() != before
             if changed:
                 self.version += 1
@@ -153,16 +149,7 @@ class ResultsCache:
                 f"(this page looks again every few seconds).")
 
     def _signature(self) -> tuple:
-        return (tuple(f.key for fs in self._files.values() for f in fs), self._pareto is None,
-                len(self.sweep_doc))
-
-    def _rewarn(self, caught) -> None:
-        """Pass on each skipped-file warning once, not at every refresh."""
-        for w in caught:
-            key = (str(w.message),)
-            if key not in self._warned:
-                self._warned.add(key)
-                warnings.warn(w.message, stacklevel=3)
+        return tuple(f.key for fs in self._files.values() for f in fs), bool(self.sweep_doc)
 
     def _list(self) -> None:
         for table in ("trials", "epochs", "per_class"):
@@ -173,9 +160,9 @@ class ResultsCache:
     def _read(self, f: StoreFile, table: str) -> pa.Table | None:
         """A file's table, read once per (name, size, mtime)."""
         key = (table, *f.key)
-        if key not in self._read:
-            self._read[key] = read_table_file(f.loc, table)
-        return self._read[key]
+        if key not in self._tables:
+            self._tables[key] = read_table_file(f.loc, table)
+        return self._tables[key]
 
     def _read_trials(self) -> None:
         rows = {}
@@ -192,11 +179,10 @@ class ResultsCache:
             except (yaml.YAMLError, OSError) as exc:
                 warnings.warn(f"results store: {self.root / 'sweep.yaml'} is not readable YAML ({exc})", stacklevel=2)
                 self.sweep_doc = {"unreadable": True}
-        pareto = self.root / "pareto.parquet"
-        if pareto.exists():
-            data = read_table_file(pareto, "trials") if self._pareto is None else None
-            if data is not None:
-                self._pareto = set(data.column("trial_id").to_pylist())
+        pareto = [f for f in list_folder(self.root) if f.loc.name == "pareto.parquet"]
+        self._files["pareto"] = pareto
+        data = self._read(pareto[0], "pareto") if pareto else None
+        self._pareto = None if data is None else set(data.column("trial_id").to_pylist())
 
     # ---- what the charts read -------------------------------------------------------------
     def trials(self) -> pd.DataFrame:
@@ -208,7 +194,7 @@ class ResultsCache:
 
     def _trials_frame(self) -> pd.DataFrame:
         tables = list(self._trial_rows.values())
-        frame = (pa.concat_tables(tables, promote_options="permissive").to_pandas() if tables
+        frame = (to_pandas(pa.concat_tables(tables, promote_options="permissive")) if tables
                  else pd.DataFrame({"trial_id": pd.Series(dtype=str), "status": pd.Series(dtype=str)}))
         running = [t for t in self._epoch_index if t not in self._trial_rows]
         if running:
@@ -264,6 +250,13 @@ class ResultsCache:
         if "many_above" in data and "few_below" in data:
             return int(data["many_above"]), int(data["few_below"])
         return None
+
+
+def to_pandas(table: pa.Table) -> pd.DataFrame:
+    """A frame whose integer columns stay integers where they hold nulls (nullable ``Int64``)."""
+    mapping = {pa.int8(): pd.Int64Dtype(), pa.int16(): pd.Int64Dtype(), pa.int32(): pd.Int64Dtype(),
+               pa.int64(): pd.Int64Dtype()}
+    return table.to_pandas(types_mapper=mapping.get)
 
 
 def rank_sorted(per_class: pa.Table) -> pa.Table:
@@ -338,10 +331,10 @@ def class_curves(per_class: dict[str, pa.Table], trial_ids: list[str], max_bins:
     m = class_matrix(per_class, trial_ids, max_bins)
     if not m.trial_ids:
         return pd.DataFrame(columns=["trial_id", "rank_lo", "rank_hi", "rank", "accuracy", "train_count"])
-    k = len(m.lo)
-    return pd.DataFrame({"trial_id": np.repeat(m.trial_ids, k), "rank_lo": np.tile(m.lo, len(m.trial_ids)),
-                         "rank_hi": np.tile(m.hi, len(m.trial_ids)), "rank": np.tile((m.lo + m.hi) / 2, len(m.trial_ids)),
-                         "accuracy": m.acc.ravel(), "train_count": np.tile(m.counts, len(m.trial_ids))})
+    k, t = len(m.lo), len(m.trial_ids)
+    return pd.DataFrame({"trial_id": np.repeat(m.trial_ids, k), "rank_lo": np.tile(m.lo, t),
+                         "rank_hi": np.tile(m.hi, t), "rank": np.tile((m.lo + m.hi) / 2, t),
+                         "accuracy": m.acc.ravel(), "train_count": np.tile(m.counts, t)})
 
 
 def group_accuracy(trials: pd.DataFrame, trial_ids: list[str], stage: str = "final") -> pd.DataFrame:
@@ -386,7 +379,7 @@ def _distributions(trials: pd.DataFrame, params: list[str]) -> dict:
         v = trials[p].dropna()
         if pd.api.types.is_bool_dtype(v) or not pd.api.types.is_numeric_dtype(v):
             out[p] = CategoricalDistribution(sorted(v.astype(str).unique()))
-        elif pd.api.types.is_integer_dtype(v) or (v == v.round()).all() and v.abs().max() < 2**53 and v.dtype != float:
+        elif pd.api.types.is_integer_dtype(v):
             out[p] = IntDistribution(int(v.min()), int(v.max()))
         else:
             out[p] = FloatDistribution(float(v.min()), float(v.max()))
