@@ -459,3 +459,16 @@ def export_yaml(trials: pd.DataFrame, trial_id: str, root: Location | str, metri
     value = row.get(f"final_{metric}")
     shown = "-" if value is None or pd.isna(value) else f"{100 * value:.1f}"
     return f"# trial {trial_id} of {root}: final {metric} {shown}%\n" + cfg.to_yaml()
+
+
+def group_boundaries(m: ClassMatrix, thresholds: tuple[int, int] | None) -> list[tuple[float, str]]:
+    """Ranks where the median training count leaves the many group and enters the few group, as chart marks."""
+    if thresholds is None or not len(m.counts):
+        return []
+    many_above, few_below = thresholds
+    marks = []
+    for test, name in ((m.counts <= many_above, "medium →"), (m.counts < few_below, "few →")):
+        hits = np.flatnonzero(test)
+        if len(hits) and hits[0] > 0:
+            marks.append((float(m.lo[hits[0]]) - 0.5, name))
+    return marks

@@ -45,7 +45,8 @@ def resolve_device(name: str, rank: int = 0) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("train.device: 'cuda' requested but no CUDA device is available")
+            raise ConfigError("train.device: 'cuda' requested but this machine has no CUDA device; allowed here: "
+                              "'cpu' or 'auto'")
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
 

@@ -283,6 +283,16 @@ def cmd_dashboard(args) -> int:
     return 0
 
 
+def user_message(exc: BaseException) -> str:
+    """The error's own text; for an error re-raised from a DataLoader worker (whose message carries the
+    worker's traceback), only the original exception's last line, without its class name."""
+    text = str(exc)
+    if "Original Traceback" not in text:
+        return text
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    return last.split(": ", 1)[1] if last.split(": ", 1)[0].endswith(type(exc).__name__) else last
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hybridlt", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -351,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (*USER_ERRORS, RunDirError, StoreError, SweepError) as exc:
-        for line in str(exc).splitlines():
+        for line in user_message(exc).splitlines():
             print(f"error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

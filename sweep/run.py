@@ -121,6 +121,11 @@ def train_distributed(cfg: RunConfig | None, run_dir: str | Path, workers: int, 
     from sweep.tuner import start_ray
 
     run_dir = Path(run_dir).resolve()
+    if workers < 1:
+        raise ConfigError(f"--workers: {workers} given; must be >= 1")
+    if cfg is not None and cfg.train.batch_size % workers:
+        raise ConfigError(f"train.batch_size: {cfg.train.batch_size} is not divisible by --workers {workers}; "
+                          f"each step splits the batch evenly over the workers")
     cfg = prepare_run_dir(run_dir, cfg, resume)
     start_ray(address, 1)
     use_gpu = gpus_per_worker > 0

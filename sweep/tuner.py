@@ -52,7 +52,15 @@ def start_ray(address: str | None, trial_slots: int, num_cpus: int | None = None
              configure_logging=False)
 
 
-def concurrency_for(spec: SweepSpec, cpus: float, gpus: float) -> int:
+def total_trials(spec: SweepSpec, param_space: dict | None = None) -> int:
+    """Trials the sweep runs: ``trials`` samples, or for a grid ``trials`` repeats of every combination."""
+    if spec.search.algorithm != "grid" and not param_space:
+        return spec.trials
+    sizes = [len(v) for v in (param_space or {}).values()] + [len(p.values) for p in spec.space.values()]
+    return spec.trials * math.prod(sizes)
+
+
+def concurrency_for(spec: SweepSpec, cpus: float, gpus: float, trials: int | None = None) -> int:
     """Trials that fit at once, so that no trial waits on another's resources."""
     r = spec.resources
     fits = [math.floor(cpus / (r.workers * r.cpus_per_worker))]
@@ -62,7 +70,7 @@ def concurrency_for(spec: SweepSpec, cpus: float, gpus: float) -> int:
     if limit < 1:
         raise ConfigError(f"resources: a trial needs {r.workers} x {r.cpus_per_worker} CPUs and "
                           f"{r.workers} x {r.gpus_per_worker} GPUs but the cluster has {cpus} CPUs, {gpus} GPUs")
-    return min(limit, spec.concurrency or limit, spec.trials)
+    return min(limit, spec.concurrency or limit, trials or spec.trials)
 
 
 class DefineByRun:
@@ -193,10 +201,10 @@ def run_sweep(spec: SweepSpec, base, resume: bool = False, address: str | None =
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     r = spec.resources
     use_train = r.use_train if r.use_train is not None else r.workers > 1
-    slots = spec.concurrency or spec.trials
+    slots = spec.concurrency or total_trials(spec, param_space)
     start_ray(address, slots, num_cpus)
     total = ray.cluster_resources()
-    concurrency = concurrency_for(spec, total.get("CPU", 0), total.get("GPU", 0))
+    concurrency = concurrency_for(spec, total.get("CPU", 0), total.get("GPU", 0), total_trials(spec, param_space))
 
     params = {path: [v for v in p.values] if p.kind in ("choice", "grid") else p.values
               for path, p in spec.space.items()}

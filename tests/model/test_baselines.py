@@ -10,7 +10,7 @@ import torch
 
 from data.long_tail import long_tail_counts
 from model.hybrid import CosineLinear, create_hybrid_net
-from model.losses import (CLASSIFIER_LOSSES, build_classifier_loss, effective_number_weights, ldam_margins)
+from model.losses import CLASSIFIER_LOSSES, build_classifier_loss, effective_number_weights, ldam_margins
 
 COUNTS = [50, 20, 8, 3]
 
@@ -61,7 +61,7 @@ def test_focal_matches_naive(gamma):
 
     def naive(x):
         terms = []
-        for i, t in enumerate(_naive_ce_terms(x, labels)):
+        for t in _naive_ce_terms(x, labels):
             p = torch.exp(-t)
             terms.append((1 - p) ** gamma * t)
         return sum(terms) / len(terms)

@@ -101,3 +101,15 @@ def test_concurrency_never_oversubscribes(tmp_path):
     spec, _ = load_sweep_spec(_spec(tmp_path, **{"resources/workers": 4}))
     with pytest.raises(ConfigError, match="resources"):
         concurrency_for(spec, cpus=2, gpus=0)
+
+
+def test_a_grid_counts_every_combination(tmp_path):
+    """An ablation grid of 3 variants x 5 seeds with trials=1 is 15 trials, and runs 2 at a time on 2 CPUs."""
+    from sweep.ablate import as_sweep, load_ablation_spec
+    from sweep.tuner import total_trials
+
+    spec, _ = load_ablation_spec(ROOT / "configs" / "ablations" / "digits_table4.yaml")
+    sweep = as_sweep(spec)
+    grid = {"variant": list(spec.variants), "seed": spec.seeds}
+    assert total_trials(sweep, grid) == 15
+    assert concurrency_for(sweep, cpus=2, gpus=0, trials=total_trials(sweep, grid)) == 2

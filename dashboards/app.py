@@ -1,0 +1,305 @@
+"""The Dash app over a results store: layout and callbacks; data from ``queries``, charts from ``figures``.
+
+``create_app(results, refresh_s)`` builds it; ``run_dashboard`` serves it on 127.0.0.1 by default.
+The page looks for new files every ``refresh_s`` seconds, so a running sweep fills in as it goes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import pandas as pd
+from dash import Dash, Input, Output, State, dcc, html, no_update
+from dash.dash_table import DataTable
+from dash.dash_table.Format import Format, Scheme
+
+from dashboards import figures as fg
+from dashboards import queries as q
+from sweep.results import StoreError
+from sweep.store import Location
+
+HEATMAP_ROWS = 200
+CLASS_BINS = 200
+DEFAULT_SELECTED = 5
+METRIC_COLUMNS = [("final_acc", "acc"), ("final_many_acc", "many"), ("final_medium_acc", "medium"),
+                  ("final_few_acc", "few"), ("final_balanced_acc", "balanced"), ("best_acc", "best acc")]
+GRAPHS = ("heatmap", "class-rank", "groups", "parallel", "importance", "slices", "curves")
+CARD = {"background": "white", "borderRadius": "8px", "padding": "12px 16px", "margin": "12px 0",
+        "boxShadow": "0 1px 3px rgba(0,0,0,0.12)"}
+ROW = {"display": "flex", "flexWrap": "wrap", "gap": "12px"}
+CELL = {"flex": "1 1 520px", "minWidth": 0}
+GRAPH_CONFIG = {"displaylogo": False}
+
+
+# ---- pieces of the page ---------------------------------------------------------------------------
+def table_columns(trials: pd.DataFrame) -> list[dict]:
+    """DataTable columns: id, status, epochs, the varying parameters, then the metrics (3 decimals)."""
+    cols = [{"id": "trial_id", "name": "trial"}, {"id": "status", "name": "status"},
+            {"id": "epochs_done", "name": "epochs", "type": "numeric"}]
+    for p in q.param_columns(trials):
+        numeric = fg._numeric(trials[p])
+        cols.append({"id": p, "name": fg.label(p), "type": "numeric" if numeric else "text",
+                     **({"format": Format(precision=3, scheme=Scheme.decimal_or_exponent)} if numeric else {})})
+    cols += [{"id": c, "name": n, "type": "numeric", "format": Format(precision=3, scheme=Scheme.fixed)}
+             for c, n in METRIC_COLUMNS if c in trials]
+    return cols
+
+
+def table_rows(trials: pd.DataFrame, columns: list[dict], metric: str, mode: str) -> list[dict]:
+    """Only the shown columns (plus the row id), best trial first; missing values as None."""
+    ids = [c["id"] for c in columns]
+    frame = q.order_trials(trials, metric, mode)[ids].astype(object)
+    frame = frame.where(frame.notna(), None)
+    return [{**r, "id": r["trial_id"]} for r in frame.to_dict("records")]
+
+
+def status_line(cache: q.ResultsCache, trials: pd.DataFrame) -> str:
+    counts = trials["status"].value_counts().to_dict() if len(trials) else {}
+    parts = [f"{counts.get(s, 0)} {n}" for s, n in (("completed", "completed"), ("stopped", "stopped early"),
+                                                    ("failed", "failed"), ("running", "running"))]
+    return (f"{len(trials)} trials: {', '.join(parts)} · store {cache.root or cache.where} · "
+            f"checked {time.strftime('%H:%M:%S')}")
+
+
+def _banner_style(message: str | None) -> dict:
+    base = {"padding": "10px 14px", "borderRadius": "6px", "background": "#fff4e5", "border": "1px solid #f0b66b",
+            "margin": "8px 0"}
+    return base if message else {"display": "none"}
+
+
+def _trials_table(columns: list[dict], rows: list[dict], selected: list[int]) -> DataTable:
+    with warnings.catch_warnings():  # Dash 4 announces DataTable's move out of the core; it still ships it
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return DataTable(
+            id="trials", columns=columns, data=rows, row_selectable="multi", selected_rows=selected,
+            selected_row_ids=[rows[i]["id"] for i in selected], filter_action="native", sort_action="native",
+            sort_mode="multi", page_action="native", page_size=12, style_table={"overflowX": "auto"},
+            style_cell={"fontFamily": "system-ui, sans-serif", "fontSize": "13px", "padding": "4px 8px",
+                        "maxWidth": "160px", "overflow": "hidden", "textOverflow": "ellipsis"},
+            style_header={"fontWeight": "600", "background": "#f0f2f5"},
+            style_data_conditional=[{"if": {"state": "selected"}, "background": "#e8f0fe", "border": "1px solid #c5d5f5"}],
+            filter_options={"case": "insensitive"}, tooltip_delay=300,
+        )
+
+
+def _graph(graph_id: str, height: int = 380) -> dcc.Graph:
+    return dcc.Graph(id=graph_id, config=GRAPH_CONFIG, style={"minHeight": f"{height}px"})
+
+
+def _section(title: str, *children, note: str | None = None) -> html.Div:
+    head = [html.H3(title, style={"margin": "4px 0 8px"})]
+    if note:
+        head.append(html.Div(note, style={"color": "#555", "fontSize": "13px", "marginBottom": "6px"}))
+    return html.Div([*head, *children], style=CARD)
+
+
+def build_layout(cache: q.ResultsCache, refresh_s: float = 5.0) -> html.Div:
+    """The whole page, with the trials table filled and the best trials selected."""
+    cache.refresh()
+    trials = cache.trials()
+    metrics, modes = cache.objective()
+    metric = metrics[0] if metrics[0] in q.METRICS else "acc"
+    columns = table_columns(trials)
+    rows = table_rows(trials, columns, metric, modes[0])
+    selected = list(range(min(DEFAULT_SELECTED, len(rows))))
+    name = ((cache.sweep_doc.get("spec") or {}).get("name")) or Path(str(cache.where)).name
+    return html.Div([
+        html.Div([html.H2(f"hybridlt sweep: {name}", style={"margin": "0"}),
+                  html.Div(status_line(cache, trials), id="status", style={"color": "#555", "fontSize": "13px"})]),
+        html.Div(cache.message, id="banner", style=_banner_style(cache.message)),
+        html.Div([html.Label("metric", style={"marginRight": "8px", "fontWeight": 600}),
+                  dcc.Dropdown(id="metric", options=[{"label": fg.METRIC_LABELS[m], "value": m} for m in q.METRICS],
+                               value=metric, clearable=False, style={"width": "260px"}),
+                  html.Span("drives the ordering, parallel coordinates, importance, slices and curves",
+                            style={"color": "#555", "fontSize": "13px", "marginLeft": "10px"})],
+                 style={"display": "flex", "alignItems": "center", "margin": "8px 0"}),
+        _section("Trials", _trials_table(columns, rows, selected),
+                 note="Sort and filter the columns (e.g. > 0.9 or psc); tick rows to drive the charts below."),
+        _section("Per-class accuracy", html.Div([html.Div(_graph("heatmap", 520), style={**CELL, "flex": "3 1 640px"}),
+                                                 html.Div(_graph("class-rank", 420), style={**CELL, "flex": "2 1 420px"})],
+                                                style=ROW)),
+        _section("Head / medium / tail", html.Div([
+            html.Div(_graph("groups"), style=CELL),
+            html.Div(_graph("variants"), id="variants-box", style={**CELL, "display": "none"})], style=ROW)),
+        _section("What drives accuracy", _graph("parallel", 400),
+                 html.Div([html.Div(_graph("importance", 360), style=CELL),
+                           html.Div(_graph("pareto", 360), id="pareto-box", style={**CELL, "display": "none"})],
+                          style=ROW),
+                 _graph("slices", 330)),
+        _section("Learning curves", _graph("curves", 560)),
+        _section("Best config", html.Div([
+            dcc.Dropdown(id="config-trial", clearable=False, style={"width": "280px"}),
+            html.Button("Download YAML", id="download-button", style={"marginLeft": "12px"}),
+            dcc.Download(id="download")], style={"display": "flex", "alignItems": "center"}),
+            html.Pre(id="config-yaml", style={"background": "#f6f8fa", "padding": "10px", "maxHeight": "420px",
+                                              "overflow": "auto", "fontSize": "12px"}),
+            note="What `hybridlt export-best` writes for the chosen trial (the best selected one by the metric); "
+                 "train it with `hybridlt train --config FILE`."),
+        dcc.Interval(id="tick", interval=int(1000 * refresh_s), n_intervals=0),
+        dcc.Store(id="version", data=cache.version),
+    ], style={"fontFamily": "system-ui, sans-serif", "background": "#f5f6f8", "padding": "12px 20px"})
+
+
+# ---- callbacks --------------------------------------------------------------------------------------
+class Memo:
+    """Results of slow aggregations (importance) per store version and arguments, computed once."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._values: dict[tuple, object] = {}
+
+    def get(self, key: tuple, compute):
+        with self._lock:
+            if key not in self._values:
+                if len(self._values) > 64:
+                    self._values.clear()
+                try:
+                    self._values[key] = ("ok", compute())
+                except ValueError as exc:
+                    self._values[key] = ("error", str(exc))
+            return self._values[key]
+
+
+def register_callbacks(app: Dash, cache: q.ResultsCache) -> None:
+    """Wire the table, the metric and the refresh tick to the charts."""
+    memo = Memo()
+
+    @app.callback(Output("version", "data"), Output("trials", "data"), Output("trials", "columns"),
+                  Output("trials", "selected_rows"), Output("trials", "selected_row_ids"),
+                  Output("status", "children"), Output("banner", "children"), Output("banner", "style"),
+                  Input("tick", "n_intervals"), State("version", "data"), State("trials", "selected_row_ids"),
+                  State("metric", "value"), prevent_initial_call=True)
+    def on_tick(_, version, selected_ids, metric):
+        cache.refresh()
+        trials = cache.trials()
+        if cache.version == version:
+            return (no_update,) * 5 + (status_line(cache, trials), no_update, no_update)
+        _, modes = cache.objective()
+        columns = table_columns(trials)
+        rows = table_rows(trials, columns, metric, modes[0])
+        keep = set(selected_ids or []) or {r["id"] for r in rows[:DEFAULT_SELECTED]}
+        selected = [i for i, r in enumerate(rows) if r["id"] in keep]
+        return (cache.version, rows, columns, selected, [rows[i]["id"] for i in selected],
+                status_line(cache, trials), cache.message, _banner_style(cache.message))
+
+    @app.callback(Output("heatmap", "figure"), Output("class-rank", "figure"), Input("version", "data"),
+                  Input("trials", "selected_row_ids"), Input("metric", "value"))
+    def per_class(_, selected, metric):
+        selected = list(selected or [])
+        trials = cache.trials()
+        _, modes = cache.objective()
+        order = q.order_trials(trials, metric, modes[0])["trial_id"].tolist()
+        top = order[:HEATMAP_ROWS]
+        rows = top + [t for t in selected if t not in top]
+        per_class = cache.last_per_class(rows)
+        heat = q.class_matrix(per_class, [t for t in order if t in set(rows)], CLASS_BINS)
+        curves_m = q.class_matrix(per_class, selected, CLASS_BINS)
+        curves = q.class_curves(per_class, selected, CLASS_BINS)
+        marks = q.group_boundaries(curves_m, cache.group_thresholds())
+        return (fg.class_heatmap_figure(heat, selected, metric, len(trials)),
+                fg.class_rank_figure(curves, fg.trial_colors(selected), marks, curves_m.names is None))
+
+    @app.callback(Output("groups", "figure"), Output("variants", "figure"), Output("variants-box", "style"),
+                  Input("version", "data"), Input("trials", "selected_row_ids"))
+    def groups(_, selected):
+        trials = cache.trials()
+        bars = fg.group_bars_figure(q.group_accuracy(trials, list(selected or [])))
+        if not q.is_ablation(trials):
+            return bars, fg.empty_figure(""), {**CELL, "display": "none"}
+        return bars, fg.variant_bars_figure(q.variant_accuracy(trials)), CELL
+
+    @app.callback(Output("parallel", "figure"), Output("slices", "figure"), Output("pareto", "figure"),
+                  Output("pareto-box", "style"), Input("version", "data"), Input("metric", "value"))
+    def drivers(_, metric):
+        trials = cache.trials()
+        params = q.param_columns(trials)
+        metrics, modes = cache.objective()
+        pareto, style = fg.empty_figure(""), {**CELL, "display": "none"}
+        if len(metrics) > 1:
+            points = q.pareto_points(trials, metrics, modes, cache.pareto_ids())
+            pareto, style = fg.pareto_figure(points, metrics[0], metrics[1]), CELL
+        return fg.parallel_figure(trials, params, metric), fg.slice_figure(trials, params, metric), pareto, style
+
+    @app.callback(Output("importance", "figure"), Input("version", "data"), Input("metric", "value"))
+    def importance(version, metric):
+        _, modes = cache.objective()
+        kind, value = memo.get(("importance", version, metric),
+                               lambda: q.param_importance(cache.trials(), metric, modes[0]))
+        if kind == "error":
+            return fg.empty_figure(value)
+        return fg.importance_figure(value[0], value[1], metric)
+
+    @app.callback(Output("curves", "figure"), Input("version", "data"), Input("trials", "selected_row_ids"),
+                  Input("metric", "value"))
+    def curves(_, selected, metric):
+        selected = list(selected or [])
+        return fg.curves_figure(cache.epochs(selected), metric, fg.trial_colors(selected))
+
+    @app.callback(Output("config-trial", "options"), Output("config-trial", "value"),
+                  Input("version", "data"), Input("trials", "selected_row_ids"), Input("metric", "value"))
+    def config_choices(_, selected, metric):
+        trials = cache.trials()
+        _, modes = cache.objective()
+        pool = trials[trials["trial_id"].isin(selected)] if selected else trials
+        best = q.best_trial_id(pool, metric, modes[0]) or (pool["trial_id"].iloc[0] if len(pool) else None)
+        ids = list(selected or []) or ([best] if best else [])
+        return [{"label": t, "value": t} for t in ids], best
+
+    @app.callback(Output("config-yaml", "children"), Input("config-trial", "value"), Input("metric", "value"))
+    def config_text(trial_id, metric):
+        return _config_yaml(cache, trial_id, metric)
+
+    @app.callback(Output("download", "data"), Input("download-button", "n_clicks"), State("config-trial", "value"),
+                  State("metric", "value"), prevent_initial_call=True)
+    def download(_, trial_id, metric):
+        if not trial_id:
+            return no_update
+        return dcc.send_string(_config_yaml(cache, trial_id, metric), filename=f"{trial_id}-best.yaml")
+
+
+def _config_yaml(cache: q.ResultsCache, trial_id: str | None, metric: str) -> str:
+    if not trial_id:
+        return "no trial yet"
+    try:
+        return q.export_yaml(cache.trials(), trial_id, cache.root, metric)
+    except (KeyError, ValueError) as exc:
+        return f"trial {trial_id}: {exc}"
+
+
+# ---- entry points -----------------------------------------------------------------------------------
+def create_app(results_path: str | Path | Location, refresh_s: float = 5.0) -> Dash:
+    """The Dash app over the store at ``results_path`` (the results folder or the sweep folder above it).
+
+    Raises ``StoreError`` when the path does not exist; an existing path that holds no results yet
+    serves a page saying so, which fills in when the sweep writes.
+    """
+    return _build(results_path, refresh_s)[0]
+
+
+def _build(results_path: str | Path | Location, refresh_s: float) -> tuple[Dash, q.ResultsCache]:
+    if not Location.of(results_path).exists():
+        raise StoreError(f"RESULTS: {results_path} does not exist")
+    cache = q.ResultsCache(results_path)
+    cache.refresh()
+    app = Dash(__name__, title="hybridlt dashboard", update_title=None)
+    app.layout = lambda: build_layout(cache, refresh_s)
+    register_callbacks(app, cache)
+    return app, cache
+
+
+def run_dashboard(results: str | Path, host: str = "127.0.0.1", port: int = 8050, refresh_s: float = 5.0) -> None:
+    """Serve the dashboard until Ctrl-C; binds the loopback interface unless ``host`` says otherwise."""
+    app, cache = _build(results, refresh_s)
+    if cache.message:
+        print(f"warning: {cache.message}")
+    else:
+        print(f"dashboard of {cache.root}: {len(cache.trials())} trials")
+    print(f"open http://{host}:{port}/ (Ctrl-C to stop)")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    app.run(host=host, port=port, debug=False)
+
+

@@ -1,0 +1,264 @@
+"""Pure figure functions: frames (from ``dashboards.queries``) in, plotly figures out.
+
+No store access and no Dash here, so each chart is testable on a hand-made frame.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+from dashboards.queries import GROUPS, ClassMatrix
+
+TEMPLATE = "plotly_white"
+TRIAL_COLORS = qualitative.Plotly + qualitative.D3
+GROUP_COLORS = {"many": "#1f77b4", "medium": "#ff9f1c", "few": "#d62728", "all": "#7f7f7f"}
+METRIC_LABELS = {"acc": "accuracy", "balanced_acc": "balanced accuracy", "many_acc": "many-shot accuracy",
+                 "medium_acc": "medium-shot accuracy", "few_acc": "few-shot accuracy"}
+
+
+def label(column: str) -> str:
+    """A column's name for people: ``param.loss.temperature`` -> ``loss.temperature``."""
+    return column.removeprefix("param.")
+
+
+def trial_colors(trial_ids: list[str]) -> dict[str, str]:
+    """One colour per selected trial, the same in every chart."""
+    return {t: TRIAL_COLORS[i % len(TRIAL_COLORS)] for i, t in enumerate(trial_ids)}
+
+
+def _layout(fig: go.Figure, title: str, height: int = 380, **kw) -> go.Figure:
+    fig.update_layout(template=TEMPLATE, title={"text": title, "x": 0.01, "font": {"size": 15}}, height=height,
+                      margin={"l": 60, "r": 20, "t": 50, "b": 45}, **kw)
+    return fig
+
+
+def empty_figure(message: str, height: int = 260) -> go.Figure:
+    """A blank chart that says why it is blank."""
+    fig = go.Figure()
+    fig.add_annotation(text=message, showarrow=False, font={"size": 14, "color": "#555"}, xref="paper",
+                       yref="paper", x=0.5, y=0.5)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return _layout(fig, "", height)
+
+
+def _is_log(values: pd.Series) -> bool:
+    """Positive values spanning more than a factor of 20 read better on a log axis."""
+    v = pd.to_numeric(values, errors="coerce").dropna()
+    return len(v) > 1 and v.min() > 0 and v.max() / v.min() > 20
+
+
+def _numeric(values: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+
+
+# ---- per-class ----------------------------------------------------------------------------------
+def _rank_text(lo: np.ndarray, hi: np.ndarray, names: list[str] | None) -> list[str]:
+    if names is not None:
+        return [f"rank {a}: class {n}" for a, n in zip(lo, names, strict=True)]
+    return [f"ranks {a}–{b}" for a, b in zip(lo, hi, strict=True)]
+
+
+def class_heatmap_figure(m: ClassMatrix, selected: list[str], metric: str, total_trials: int) -> go.Figure:
+    """Training count per class rank (top) over a trials x class-rank heatmap of per-class accuracy."""
+    if not m.trial_ids:
+        return empty_figure("no per-class rows yet")
+    x = (m.lo + m.hi) / 2
+    text = _rank_text(m.lo, m.hi, m.names)
+    rows = [("▶ " if t in selected else "") + t for t in m.trial_ids]
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.2, 0.8], vertical_spacing=0.03)
+    fig.add_trace(go.Bar(x=x, y=m.counts, width=(m.hi - m.lo + 1) * 0.9, marker_color="#6c8ebf",
+                         hovertext=text, hovertemplate="%{hovertext}<br>training count %{y:.0f}<extra></extra>",
+                         showlegend=False), row=1, col=1)
+    fig.add_trace(go.Heatmap(z=np.round(m.acc, 3), x=x, y=rows, zmin=0, zmax=1, colorscale="Viridis",
+                             colorbar={"title": {"text": "acc"}, "len": 0.75, "y": 0.38},
+                             customdata=np.broadcast_to(np.asarray(text, dtype=object), m.acc.shape),
+                             hovertemplate="trial %{y}<br>%{customdata}<br>accuracy %{z:.2f}<extra></extra>"),
+                  row=2, col=1)
+    fig.update_yaxes(type="log", title_text="train count", row=1, col=1)
+    fig.update_yaxes(autorange="reversed", showticklabels=len(rows) <= 60, row=2, col=1)
+    binned = "" if m.names is not None else f", {len(m.lo)} rank bins"
+    fig.update_xaxes(title_text=f"class rank by training count (0 = most images; {m.n_classes} classes{binned})",
+                     row=2, col=1)
+    shown = f"{len(rows)} of {total_trials} trials" if len(rows) < total_trials else f"{len(rows)} trials"
+    height = 420 + min(len(rows), 60) * 6
+    return _layout(fig, f"Per-class accuracy: {shown}, best final {METRIC_LABELS.get(metric, metric)} first",
+                   height)
+
+
+def class_rank_figure(curves: pd.DataFrame, colors: dict[str, str], thresholds_x: list[tuple[float, str]],
+                      binned: bool) -> go.Figure:
+    """Per-class accuracy against class rank, one line per selected trial, group boundaries marked."""
+    if curves.empty:
+        return empty_figure("select trials in the table (no per-class rows for them)")
+    fig = go.Figure()
+    for t, rows in curves.groupby("trial_id", sort=False):
+        text = [f"ranks {a}–{b}, count ≈ {c:.0f}" for a, b, c in zip(rows.rank_lo, rows.rank_hi, rows.train_count,
+                                                                    strict=True)]
+        fig.add_trace(go.Scatter(x=rows["rank"], y=rows["accuracy"], name=t, mode="lines+markers" if len(rows) <= 60
+                                 else "lines", line={"color": colors.get(t)}, hovertext=text,
+                                 hovertemplate=f"{t}<br>%{{hovertext}}<br>accuracy %{{y:.2f}}<extra></extra>"))
+    for x, name in thresholds_x:
+        fig.add_vline(x=x, line_dash="dot", line_color="#999", annotation_text=name, annotation_position="top")
+    kind = "mean per rank bin" if binned else "per class"
+    fig.update_xaxes(title_text="class rank by training count (0 = most images)")
+    fig.update_yaxes(title_text=f"accuracy ({kind})", range=[-0.02, 1.02])
+    return _layout(fig, "Per-class accuracy vs class rank (selected trials)", 420,
+                   legend={"orientation": "h", "y": -0.2})
+
+
+# ---- head / medium / tail -------------------------------------------------------------------------
+def group_bars_figure(groups: pd.DataFrame) -> go.Figure:
+    """Grouped bars: many / medium / few accuracy per selected trial."""
+    if groups.empty:
+        return empty_figure("select trials in the table")
+    fig = go.Figure()
+    for g in GROUPS:
+        rows = groups[groups["group"] == g]
+        fig.add_trace(go.Bar(x=rows["trial_id"], y=rows["accuracy"], name=g, marker_color=GROUP_COLORS[g],
+                             text=[None if pd.isna(v) else f"{100 * v:.0f}" for v in rows["accuracy"]],
+                             textposition="outside", hovertemplate=f"%{{x}} {g}: %{{y:.3f}}<extra></extra>"))
+    fig.update_yaxes(title_text="final accuracy", range=[0, 1.1])
+    fig.update_xaxes(type="category")
+    return _layout(fig, "Head / medium / tail accuracy (selected trials)", 380, barmode="group",
+                   legend={"orientation": "h", "y": 1.08, "x": 1, "xanchor": "right"})
+
+
+def variant_bars_figure(stats: pd.DataFrame) -> go.Figure:
+    """Ablation: many / medium / few (and all) accuracy per variant, mean with std over seeds as error bars."""
+    if stats.empty:
+        return empty_figure("no ablation trials")
+    fig = go.Figure()
+    for g in (*GROUPS, "all"):
+        rows = stats[stats["group"] == g]
+        fig.add_trace(go.Bar(x=rows["variant"], y=rows["mean"], name=g, marker_color=GROUP_COLORS[g],
+                             error_y={"type": "data", "array": rows["std"], "visible": True}, customdata=rows["n"],
+                             hovertemplate=f"%{{x}} {g}: %{{y:.3f}} ± %{{error_y.array:.3f}} "
+                                           f"(%{{customdata}} seeds)<extra></extra>"))
+    fig.update_yaxes(title_text="final accuracy (mean ± std over seeds)", range=[0, 1.05])
+    return _layout(fig, "Ablation: accuracy per variant", 380, barmode="group",
+                   legend={"orientation": "h", "y": 1.08, "x": 1, "xanchor": "right"})
+
+
+# ---- what drives accuracy -------------------------------------------------------------------------
+def _dimension(values: pd.Series, name: str) -> dict:
+    """One parallel-coordinates axis: categories as codes, wide positive ranges in log10, missing as '–'."""
+    if not _numeric(values):
+        cats = sorted(values.dropna().astype(str).unique())
+        codes = values.map(lambda v: -1 if pd.isna(v) else cats.index(str(v)))
+        ticks = ([-1] if values.isna().any() else []) + list(range(len(cats)))
+        texts = (["–"] if values.isna().any() else []) + cats
+        return {"label": name, "values": codes, "tickvals": ticks, "ticktext": texts,
+                "range": [min(ticks) - 0.2, max(ticks) + 0.2]}
+    v = values.astype(float)
+    log = _is_log(v)
+    shown = np.log10(v) if log else v
+    lo, hi = float(shown.min()), float(shown.max())
+    span = (hi - lo) or 1.0
+    ticks = list(np.linspace(lo, hi, 5))
+    texts = [f"{10 ** t:.3g}" if log else f"{t:.3g}" for t in ticks]
+    missing = lo - 0.12 * span
+    if v.isna().any():
+        ticks, texts = [missing, *ticks], ["–", *texts]
+    return {"label": name + (" (log)" if log else ""), "values": shown.fillna(missing), "tickvals": ticks,
+            "ticktext": texts, "range": [missing if v.isna().any() else lo, hi]}
+
+
+def parallel_figure(trials: pd.DataFrame, params: list[str], metric: str) -> go.Figure:
+    """Parallel coordinates: each parameter, then the objective (the colour)."""
+    col = f"final_{metric}"
+    rows = trials[trials[col].notna()]
+    if rows.empty or not params:
+        return empty_figure("no parameters vary, or no trial reported " + metric)
+    dims = [_dimension(rows[p], label(p)) for p in params]
+    dims.append({"label": f"final {metric}", "values": rows[col], "range": [float(rows[col].min()),
+                                                                            float(rows[col].max())]})
+    fig = go.Figure(go.Parcoords(line={"color": rows[col], "colorscale": "Viridis", "showscale": True,
+                                       "colorbar": {"title": {"text": metric}}}, dimensions=dims,
+                                 labelangle=-12, labelfont={"size": 12}))
+    fig = _layout(fig, f"Parameters vs final {METRIC_LABELS.get(metric, metric)} ({len(rows)} trials)", 400)
+    fig.update_layout(margin={"l": 70, "r": 40, "t": 90, "b": 30})
+    return fig
+
+
+def importance_figure(importances: dict[str, float], evaluator: str, metric: str) -> go.Figure:
+    """Horizontal bars of parameter importance for the objective, largest on top."""
+    items = sorted(importances.items(), key=lambda kv: kv[1])
+    fig = go.Figure(go.Bar(x=[v for _, v in items], y=[label(k) for k, _ in items], orientation="h",
+                           marker_color="#6c8ebf", text=[f"{v:.2f}" for _, v in items], textposition="auto",
+                           hovertemplate="%{y}: %{x:.3f}<extra></extra>"))
+    fig.update_xaxes(title_text="importance (sums to 1)", range=[0, max([v for _, v in items] + [0.01]) * 1.1])
+    fig.update_yaxes(automargin=True)
+    return _layout(fig, f"Parameter importance for final {metric} ({evaluator})", 360)
+
+
+def slice_figure(trials: pd.DataFrame, params: list[str], metric: str, cols: int = 4) -> go.Figure:
+    """One scatter per parameter: its value against the objective; log axes for wide positive ranges."""
+    col = f"final_{metric}"
+    rows = trials[trials[col].notna()]
+    if rows.empty or not params:
+        return empty_figure("no parameters vary, or no trial reported " + metric)
+    ncols = min(cols, len(params))
+    nrows = math.ceil(len(params) / ncols)
+    fig = make_subplots(rows=nrows, cols=ncols, shared_yaxes=True, horizontal_spacing=0.04, vertical_spacing=0.2,
+                        subplot_titles=[label(p) for p in params])
+    for i, p in enumerate(params):
+        r, c = divmod(i, ncols)
+        sub = rows[rows[p].notna()]
+        x = sub[p] if _numeric(sub[p]) else sub[p].astype(str)
+        fig.add_trace(go.Scatter(x=x, y=sub[col], mode="markers", showlegend=False, text=sub["trial_id"],
+                                 marker={"size": 6, "opacity": 0.6, "color": "#1f77b4"},
+                                 hovertemplate=f"%{{text}}<br>{label(p)} %{{x}}<br>{metric} %{{y:.3f}}<extra></extra>"),
+                      row=r + 1, col=c + 1)
+        if _numeric(sub[p]) and _is_log(sub[p]):
+            fig.update_xaxes(type="log", row=r + 1, col=c + 1)
+        elif not _numeric(sub[p]):
+            fig.update_xaxes(type="category", categoryorder="category ascending", row=r + 1, col=c + 1)
+    fig.update_yaxes(title_text=f"final {metric}", col=1)
+    fig.update_annotations(font_size=12)
+    return _layout(fig, f"Slices: each parameter vs final {METRIC_LABELS.get(metric, metric)}", 270 * nrows + 60)
+
+
+def pareto_figure(points: pd.DataFrame, x_metric: str, y_metric: str) -> go.Figure:
+    """All trials by the first two objectives, the non-dominated front highlighted and joined."""
+    if points.empty:
+        return empty_figure("no trial reported both objectives yet")
+    rest, front = points[~points["on_front"]], points[points["on_front"]].sort_values("x")
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=rest["x"], y=rest["y"], mode="markers", name="dominated", text=rest["trial_id"],
+                             marker={"color": "#9aa5b1", "size": 7, "opacity": 0.6},
+                             hovertemplate="%{text}<br>%{x:.3f}, %{y:.3f}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=front["x"], y=front["y"], mode="lines+markers", name="Pareto front",
+                             text=front["trial_id"], marker={"color": "#d62728", "size": 10},
+                             line={"color": "#d62728", "dash": "dot"},
+                             hovertemplate="%{text}<br>%{x:.3f}, %{y:.3f}<extra></extra>"))
+    fig.update_xaxes(title_text=f"final {x_metric}")
+    fig.update_yaxes(title_text=f"final {y_metric}")
+    return _layout(fig, f"Pareto front: {x_metric} vs {y_metric} ({int(points['on_front'].sum())} on the front)",
+                   360, legend={"orientation": "h", "y": -0.2})
+
+
+# ---- learning curves ------------------------------------------------------------------------------
+def curves_figure(epochs: pd.DataFrame, metric: str, colors: dict[str, str]) -> go.Figure:
+    """Per selected trial over epochs: the chosen accuracy, the contrastive and CE losses, and alpha."""
+    if epochs.empty:
+        return empty_figure("select trials in the table (no epochs reported for them yet)")
+    panels = [(metric, METRIC_LABELS.get(metric, metric)), ("con_loss", "contrastive loss"),
+              ("ce_loss", "cross-entropy loss"), ("alpha", "α (weight of the contrastive loss)")]
+    fig = make_subplots(rows=2, cols=2, subplot_titles=[t for _, t in panels], vertical_spacing=0.16,
+                        horizontal_spacing=0.08)
+    for t, rows in epochs.groupby("trial_id", sort=False):
+        for i, (col, _) in enumerate(panels):
+            fig.add_trace(go.Scatter(x=rows["epoch"], y=rows[col], name=t, legendgroup=t, showlegend=i == 0,
+                                     mode="lines", line={"color": colors.get(t)},
+                                     hovertemplate=f"{t} epoch %{{x}}: %{{y:.3f}}<extra></extra>"),
+                          row=i // 2 + 1, col=i % 2 + 1)
+    fig.update_xaxes(title_text="epoch", row=2)
+    fig.update_annotations(font_size=12)
+    return _layout(fig, "Learning curves (selected trials)", 560, legend={"orientation": "h", "y": -0.12})
