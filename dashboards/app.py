@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 import pandas as pd
+import plotly.graph_objects as go
 from dash import Dash, Input, Output, State, dcc, html, no_update
 from dash.dash_table import DataTable
 from dash.dash_table.Format import Format, Scheme
@@ -81,7 +82,8 @@ def _trials_table(columns: list[dict], rows: list[dict], selected: list[int]) ->
             style_cell={"fontFamily": "system-ui, sans-serif", "fontSize": "13px", "padding": "4px 8px",
                         "maxWidth": "160px", "overflow": "hidden", "textOverflow": "ellipsis"},
             style_header={"fontWeight": "600", "background": "#f0f2f5"},
-            style_data_conditional=[{"if": {"state": "selected"}, "background": "#e8f0fe", "border": "1px solid #c5d5f5"}],
+            style_data_conditional=[{"if": {"state": "selected"}, "background": "#e8f0fe",
+                                     "border": "1px solid #c5d5f5"}],
             filter_options={"case": "insensitive"}, tooltip_delay=300,
         )
 
@@ -95,6 +97,35 @@ def _section(title: str, *children, note: str | None = None) -> html.Div:
     if note:
         head.append(html.Div(note, style={"color": "#555", "fontSize": "13px", "marginBottom": "6px"}))
     return html.Div([*head, *children], style=CARD)
+
+
+def _pair(left: dcc.Graph, right: dcc.Graph, right_id: str | None = None, hidden: bool = False,
+          flex: tuple[str, str] = ("1 1 520px", "1 1 520px")) -> html.Div:
+    """Two charts side by side, wrapping under each other on narrow screens."""
+    right_style = {**CELL, "flex": flex[1], **({"display": "none"} if hidden else {})}
+    right_box = html.Div(right, id=right_id, style=right_style) if right_id else html.Div(right, style=right_style)
+    return html.Div([html.Div(left, style={**CELL, "flex": flex[0]}), right_box], style=ROW)
+
+
+def _controls(metric: str) -> html.Div:
+    options = [{"label": fg.METRIC_LABELS[m], "value": m} for m in q.METRICS]
+    return html.Div([html.Label("metric", style={"marginRight": "8px", "fontWeight": 600}),
+                     dcc.Dropdown(id="metric", options=options, value=metric, clearable=False,
+                                  style={"width": "260px"}),
+                     html.Span("orders the heatmap; drives parallel coordinates, importance, slices and curves",
+                               style={"color": "#555", "fontSize": "13px", "marginLeft": "10px"})],
+                    style={"display": "flex", "alignItems": "center", "margin": "8px 0"})
+
+
+def _config_section() -> html.Div:
+    return _section("Best config", html.Div([
+        dcc.Dropdown(id="config-trial", clearable=False, style={"width": "280px"}),
+        html.Button("Download YAML", id="download-button", style={"marginLeft": "12px"}),
+        dcc.Download(id="download")], style={"display": "flex", "alignItems": "center"}),
+        html.Pre(id="config-yaml", style={"background": "#f6f8fa", "padding": "10px", "maxHeight": "420px",
+                                          "overflow": "auto", "fontSize": "12px"}),
+        note="What `hybridlt export-best` writes for the chosen trial (by default the best selected one by the "
+             "metric); train it with `hybridlt train --config FILE`.")
 
 
 def build_layout(cache: q.ResultsCache, refresh_s: float = 5.0) -> html.Div:
@@ -111,34 +142,17 @@ def build_layout(cache: q.ResultsCache, refresh_s: float = 5.0) -> html.Div:
         html.Div([html.H2(f"hybridlt sweep: {name}", style={"margin": "0"}),
                   html.Div(status_line(cache, trials), id="status", style={"color": "#555", "fontSize": "13px"})]),
         html.Div(cache.message, id="banner", style=_banner_style(cache.message)),
-        html.Div([html.Label("metric", style={"marginRight": "8px", "fontWeight": 600}),
-                  dcc.Dropdown(id="metric", options=[{"label": fg.METRIC_LABELS[m], "value": m} for m in q.METRICS],
-                               value=metric, clearable=False, style={"width": "260px"}),
-                  html.Span("drives the ordering, parallel coordinates, importance, slices and curves",
-                            style={"color": "#555", "fontSize": "13px", "marginLeft": "10px"})],
-                 style={"display": "flex", "alignItems": "center", "margin": "8px 0"}),
+        _controls(metric),
         _section("Trials", _trials_table(columns, rows, selected),
                  note="Sort and filter the columns (e.g. > 0.9 or psc); tick rows to drive the charts below."),
-        _section("Per-class accuracy", html.Div([html.Div(_graph("heatmap", 520), style={**CELL, "flex": "3 1 640px"}),
-                                                 html.Div(_graph("class-rank", 420), style={**CELL, "flex": "2 1 420px"})],
-                                                style=ROW)),
-        _section("Head / medium / tail", html.Div([
-            html.Div(_graph("groups"), style=CELL),
-            html.Div(_graph("variants"), id="variants-box", style={**CELL, "display": "none"})], style=ROW)),
+        _section("Per-class accuracy", _pair(_graph("heatmap", 520), _graph("class-rank", 420),
+                                             flex=("3 1 640px", "2 1 420px"))),
+        _section("Head / medium / tail", _pair(_graph("groups"), _graph("variants"), "variants-box", hidden=True)),
         _section("What drives accuracy", _graph("parallel", 400),
-                 html.Div([html.Div(_graph("importance", 360), style=CELL),
-                           html.Div(_graph("pareto", 360), id="pareto-box", style={**CELL, "display": "none"})],
-                          style=ROW),
+                 _pair(_graph("importance", 360), _graph("pareto", 360), "pareto-box", hidden=True),
                  _graph("slices", 330)),
         _section("Learning curves", _graph("curves", 560)),
-        _section("Best config", html.Div([
-            dcc.Dropdown(id="config-trial", clearable=False, style={"width": "280px"}),
-            html.Button("Download YAML", id="download-button", style={"marginLeft": "12px"}),
-            dcc.Download(id="download")], style={"display": "flex", "alignItems": "center"}),
-            html.Pre(id="config-yaml", style={"background": "#f6f8fa", "padding": "10px", "maxHeight": "420px",
-                                              "overflow": "auto", "fontSize": "12px"}),
-            note="What `hybridlt export-best` writes for the chosen trial (the best selected one by the metric); "
-                 "train it with `hybridlt train --config FILE`."),
+        _config_section(),
         dcc.Interval(id="tick", interval=int(1000 * refresh_s), n_intervals=0),
         dcc.Store(id="version", data=cache.version),
     ], style={"fontFamily": "system-ui, sans-serif", "background": "#f5f6f8", "padding": "12px 20px"})
@@ -164,104 +178,114 @@ class Memo:
             return self._values[key]
 
 
-def register_callbacks(app: Dash, cache: q.ResultsCache) -> None:
+def refresh_outputs(cache: q.ResultsCache, version: int | None, selected_ids: list[str] | None, metric: str) -> tuple:
+    """After a tick: new table rows, columns and selection when the store changed; the status line always."""
+    cache.refresh()
+    trials = cache.trials()
+    if cache.version == version:
+        return (no_update,) * 5 + (status_line(cache, trials), no_update, no_update)
+    _, modes = cache.objective()
+    columns = table_columns(trials)
+    rows = table_rows(trials, columns, metric, modes[0])
+    keep = set(selected_ids or []) or {r["id"] for r in rows[:DEFAULT_SELECTED]}
+    selected = [i for i, r in enumerate(rows) if r["id"] in keep]
+    return (cache.version, rows, columns, selected, [rows[i]["id"] for i in selected],
+            status_line(cache, trials), cache.message, _banner_style(cache.message))
+
+
+def per_class_figures(cache: q.ResultsCache, selected: list[str], metric: str) -> tuple[go.Figure, go.Figure]:
+    """The heatmap (best trials by ``metric`` plus the selected ones) and accuracy vs rank of the selected."""
+    trials = cache.trials()
+    _, modes = cache.objective()
+    order = q.order_trials(trials, metric, modes[0])["trial_id"].tolist()
+    shown = set(order[:HEATMAP_ROWS]) | set(selected)
+    per_class = cache.last_per_class([t for t in order if t in shown])
+    heat = q.class_matrix(per_class, [t for t in order if t in shown], CLASS_BINS)
+    rank = q.class_matrix(per_class, selected, CLASS_BINS)
+    marks = q.group_boundaries(rank, cache.group_thresholds())
+    return (fg.class_heatmap_figure(heat, selected, metric, len(trials)),
+            fg.class_rank_figure(q.class_curves(per_class, selected, CLASS_BINS), fg.trial_colors(selected), marks,
+                                 rank.names is None))
+
+
+def group_figures(cache: q.ResultsCache, selected: list[str]) -> tuple[go.Figure, go.Figure, dict]:
+    """Head / medium / tail bars of the selected trials; per-variant bars (and their box shown) for ablations."""
+    trials = cache.trials()
+    bars = fg.group_bars_figure(q.group_accuracy(trials, selected))
+    if not q.is_ablation(trials):
+        return bars, fg.empty_figure(""), {**CELL, "display": "none"}
+    return bars, fg.variant_bars_figure(q.variant_accuracy(trials)), CELL
+
+
+def driver_figures(cache: q.ResultsCache, metric: str) -> tuple[go.Figure, go.Figure, go.Figure, dict]:
+    """Parallel coordinates, slices and, for multi-objective sweeps, the Pareto front (its box shown)."""
+    trials = cache.trials()
+    params = q.param_columns(trials)
+    metrics, modes = cache.objective()
+    pareto, style = fg.empty_figure(""), {**CELL, "display": "none"}
+    if len(metrics) > 1 and all(f"final_{m}" in trials for m in metrics[:2]):
+        pareto = fg.pareto_figure(q.pareto_points(trials, metrics, modes, cache.pareto_ids()), metrics[0], metrics[1])
+        style = CELL
+    return fg.parallel_figure(trials, params, metric), fg.slice_figure(trials, params, metric), pareto, style
+
+
+def importance_figure(cache: q.ResultsCache, memo: Memo, metric: str) -> go.Figure:
+    """Parameter importance for ``metric``, computed once per store version."""
+    _, modes = cache.objective()
+    kind, value = memo.get(("importance", cache.version, metric),
+                           lambda: q.param_importance(cache.trials(), metric, modes[0]))
+    if kind == "error":
+        return fg.empty_figure(value)
+    left_out = [p for p in q.param_columns(cache.trials()) if p not in value[0]]
+    return fg.importance_figure(value[0], value[1], metric, left_out)
+
+
+def config_choices(cache: q.ResultsCache, selected: list[str], metric: str) -> tuple[list[dict], str | None]:
+    """The trials the config view offers (the selected ones) and the best of them by ``metric``."""
+    trials = cache.trials()
+    _, modes = cache.objective()
+    pool = trials[trials["trial_id"].isin(selected)] if selected else trials
+    best = q.best_trial_id(pool, metric, modes[0]) or (str(pool["trial_id"].iloc[0]) if len(pool) else None)
+    ids = list(selected) or ([best] if best else [])
+    return [{"label": t, "value": t} for t in ids], best
+
+
+def register_callbacks(app: Dash, cache: q.ResultsCache, memo: Memo) -> None:
     """Wire the table, the metric and the refresh tick to the charts."""
-    memo = Memo()
+    sel = Input("trials", "selected_row_ids")
+    ver, met = Input("version", "data"), Input("metric", "value")
 
-    @app.callback(Output("version", "data"), Output("trials", "data"), Output("trials", "columns"),
-                  Output("trials", "selected_rows"), Output("trials", "selected_row_ids"),
-                  Output("status", "children"), Output("banner", "children"), Output("banner", "style"),
-                  Input("tick", "n_intervals"), State("version", "data"), State("trials", "selected_row_ids"),
-                  State("metric", "value"), prevent_initial_call=True)
-    def on_tick(_, version, selected_ids, metric):
-        cache.refresh()
-        trials = cache.trials()
-        if cache.version == version:
-            return (no_update,) * 5 + (status_line(cache, trials), no_update, no_update)
-        _, modes = cache.objective()
-        columns = table_columns(trials)
-        rows = table_rows(trials, columns, metric, modes[0])
-        keep = set(selected_ids or []) or {r["id"] for r in rows[:DEFAULT_SELECTED]}
-        selected = [i for i, r in enumerate(rows) if r["id"] in keep]
-        return (cache.version, rows, columns, selected, [rows[i]["id"] for i in selected],
-                status_line(cache, trials), cache.message, _banner_style(cache.message))
-
-    @app.callback(Output("heatmap", "figure"), Output("class-rank", "figure"), Input("version", "data"),
-                  Input("trials", "selected_row_ids"), Input("metric", "value"))
-    def per_class(_, selected, metric):
-        selected = list(selected or [])
-        trials = cache.trials()
-        _, modes = cache.objective()
-        order = q.order_trials(trials, metric, modes[0])["trial_id"].tolist()
-        top = order[:HEATMAP_ROWS]
-        rows = top + [t for t in selected if t not in top]
-        per_class = cache.last_per_class(rows)
-        heat = q.class_matrix(per_class, [t for t in order if t in set(rows)], CLASS_BINS)
-        curves_m = q.class_matrix(per_class, selected, CLASS_BINS)
-        curves = q.class_curves(per_class, selected, CLASS_BINS)
-        marks = q.group_boundaries(curves_m, cache.group_thresholds())
-        return (fg.class_heatmap_figure(heat, selected, metric, len(trials)),
-                fg.class_rank_figure(curves, fg.trial_colors(selected), marks, curves_m.names is None))
-
-    @app.callback(Output("groups", "figure"), Output("variants", "figure"), Output("variants-box", "style"),
-                  Input("version", "data"), Input("trials", "selected_row_ids"))
-    def groups(_, selected):
-        trials = cache.trials()
-        bars = fg.group_bars_figure(q.group_accuracy(trials, list(selected or [])))
-        if not q.is_ablation(trials):
-            return bars, fg.empty_figure(""), {**CELL, "display": "none"}
-        return bars, fg.variant_bars_figure(q.variant_accuracy(trials)), CELL
-
-    @app.callback(Output("parallel", "figure"), Output("slices", "figure"), Output("pareto", "figure"),
-                  Output("pareto-box", "style"), Input("version", "data"), Input("metric", "value"))
-    def drivers(_, metric):
-        trials = cache.trials()
-        params = q.param_columns(trials)
-        metrics, modes = cache.objective()
-        pareto, style = fg.empty_figure(""), {**CELL, "display": "none"}
-        if len(metrics) > 1:
-            points = q.pareto_points(trials, metrics, modes, cache.pareto_ids())
-            pareto, style = fg.pareto_figure(points, metrics[0], metrics[1]), CELL
-        return fg.parallel_figure(trials, params, metric), fg.slice_figure(trials, params, metric), pareto, style
-
-    @app.callback(Output("importance", "figure"), Input("version", "data"), Input("metric", "value"))
-    def importance(version, metric):
-        _, modes = cache.objective()
-        kind, value = memo.get(("importance", version, metric),
-                               lambda: q.param_importance(cache.trials(), metric, modes[0]))
-        if kind == "error":
-            return fg.empty_figure(value)
-        return fg.importance_figure(value[0], value[1], metric)
-
-    @app.callback(Output("curves", "figure"), Input("version", "data"), Input("trials", "selected_row_ids"),
-                  Input("metric", "value"))
-    def curves(_, selected, metric):
-        selected = list(selected or [])
-        return fg.curves_figure(cache.epochs(selected), metric, fg.trial_colors(selected))
-
-    @app.callback(Output("config-trial", "options"), Output("config-trial", "value"),
-                  Input("version", "data"), Input("trials", "selected_row_ids"), Input("metric", "value"))
-    def config_choices(_, selected, metric):
-        trials = cache.trials()
-        _, modes = cache.objective()
-        pool = trials[trials["trial_id"].isin(selected)] if selected else trials
-        best = q.best_trial_id(pool, metric, modes[0]) or (pool["trial_id"].iloc[0] if len(pool) else None)
-        ids = list(selected or []) or ([best] if best else [])
-        return [{"label": t, "value": t} for t in ids], best
-
-    @app.callback(Output("config-yaml", "children"), Input("config-trial", "value"), Input("metric", "value"))
-    def config_text(trial_id, metric):
-        return _config_yaml(cache, trial_id, metric)
+    app.callback(Output("version", "data"), Output("trials", "data"), Output("trials", "columns"),
+                 Output("trials", "selected_rows"), Output("trials", "selected_row_ids"),
+                 Output("status", "children"), Output("banner", "children"), Output("banner", "style"),
+                 Input("tick", "n_intervals"), State("version", "data"), State("trials", "selected_row_ids"),
+                 State("metric", "value"), prevent_initial_call=True)(
+        lambda _, version, ids, metric: refresh_outputs(cache, version, ids, metric))
+    app.callback(Output("heatmap", "figure"), Output("class-rank", "figure"), ver, sel, met)(
+        lambda _, ids, metric: per_class_figures(cache, list(ids or []), metric))
+    app.callback(Output("groups", "figure"), Output("variants", "figure"), Output("variants-box", "style"),
+                 ver, sel)(lambda _, ids: group_figures(cache, list(ids or [])))
+    app.callback(Output("parallel", "figure"), Output("slices", "figure"), Output("pareto", "figure"),
+                 Output("pareto-box", "style"), ver, met)(lambda _, metric: driver_figures(cache, metric))
+    app.callback(Output("importance", "figure"), ver, met)(lambda _, metric: importance_figure(cache, memo, metric))
+    app.callback(Output("curves", "figure"), ver, sel, met)(
+        lambda _, ids, metric: fg.curves_figure(cache.epochs(list(ids or [])), metric,
+                                                fg.trial_colors(list(ids or []))))
+    app.callback(Output("config-trial", "options"), Output("config-trial", "value"), ver, sel, met)(
+        lambda _, ids, metric: config_choices(cache, list(ids or []), metric))
+    app.callback(Output("config-yaml", "children"), Input("config-trial", "value"), met)(
+        lambda trial_id, metric: config_yaml(cache, trial_id, metric))
 
     @app.callback(Output("download", "data"), Input("download-button", "n_clicks"), State("config-trial", "value"),
                   State("metric", "value"), prevent_initial_call=True)
     def download(_, trial_id, metric):
         if not trial_id:
             return no_update
-        return dcc.send_string(_config_yaml(cache, trial_id, metric), filename=f"{trial_id}-best.yaml")
+        return dcc.send_string(config_yaml(cache, trial_id, metric), filename=f"{trial_id}-best.yaml")
 
 
-def _config_yaml(cache: q.ResultsCache, trial_id: str | None, metric: str) -> str:
+def config_yaml(cache: q.ResultsCache, trial_id: str | None, metric: str) -> str:
+    """The export-best YAML of ``trial_id``, or one line saying why there is none."""
     if not trial_id:
         return "no trial yet"
     try:
@@ -287,8 +311,19 @@ def _build(results_path: str | Path | Location, refresh_s: float) -> tuple[Dash,
     cache.refresh()
     app = Dash(__name__, title="hybridlt dashboard", update_title=None)
     app.layout = lambda: build_layout(cache, refresh_s)
-    register_callbacks(app, cache)
+    memo = Memo()
+    register_callbacks(app, cache, memo)
+    threading.Thread(target=_warm, args=(cache, memo), daemon=True).start()
     return app, cache
+
+
+def _warm(cache: q.ResultsCache, memo: Memo) -> None:
+    """Start the slow first steps while nobody waits: the config validator's imports (torch) and importance."""
+    import sweep.cli  # noqa: F401  (export-best's config loader)
+
+    metric = cache.objective()[0][0]
+    if metric in q.METRICS:
+        importance_figure(cache, memo, metric)
 
 
 def run_dashboard(results: str | Path, host: str = "127.0.0.1", port: int = 8050, refresh_s: float = 5.0) -> None:

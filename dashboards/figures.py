@@ -33,8 +33,8 @@ def trial_colors(trial_ids: list[str]) -> dict[str, str]:
 
 
 def _layout(fig: go.Figure, title: str, height: int = 380, **kw) -> go.Figure:
-    fig.update_layout(template=TEMPLATE, title={"text": title, "x": 0.01, "font": {"size": 15}}, height=height,
-                      margin={"l": 60, "r": 20, "t": 50, "b": 45}, **kw)
+    kw.setdefault("margin", {"l": 60, "r": 20, "t": 50, "b": 45})
+    fig.update_layout(template=TEMPLATE, title={"text": title, "x": 0.01, "font": {"size": 15}}, height=height, **kw)
     return fig
 
 
@@ -76,12 +76,12 @@ def class_heatmap_figure(m: ClassMatrix, selected: list[str], metric: str, total
     fig.add_trace(go.Bar(x=x, y=m.counts, width=(m.hi - m.lo + 1) * 0.9, marker_color="#6c8ebf",
                          hovertext=text, hovertemplate="%{hovertext}<br>training count %{y:.0f}<extra></extra>",
                          showlegend=False), row=1, col=1)
-    fig.add_trace(go.Heatmap(z=np.round(m.acc, 3), x=x, y=rows, zmin=0, zmax=1, colorscale="Viridis",
+    where = "class rank %{x}" if m.names is not None else "class ranks around %{x:.0f}"
+    fig.add_trace(go.Heatmap(z=m.acc.astype(np.float32), x=x, y=rows, zmin=0, zmax=1, colorscale="Viridis",
                              colorbar={"title": {"text": "acc"}, "len": 0.75, "y": 0.38},
-                             customdata=np.broadcast_to(np.asarray(text, dtype=object), m.acc.shape),
-                             hovertemplate="trial %{y}<br>%{customdata}<br>accuracy %{z:.2f}<extra></extra>"),
+                             hovertemplate=f"trial %{{y}}<br>{where}<br>accuracy %{{z:.2f}}<extra></extra>"),
                   row=2, col=1)
-    fig.update_yaxes(type="log", title_text="train count", row=1, col=1)
+    fig.update_yaxes(type="log", dtick=1, title_text="train count", row=1, col=1)
     fig.update_yaxes(autorange="reversed", showticklabels=len(rows) <= 60, row=2, col=1)
     binned = "" if m.names is not None else f", {len(m.lo)} rank bins"
     fig.update_xaxes(title_text=f"class rank by training count (0 = most images; {m.n_classes} classes{binned})",
@@ -148,12 +148,12 @@ def variant_bars_figure(stats: pd.DataFrame) -> go.Figure:
 
 # ---- what drives accuracy -------------------------------------------------------------------------
 def _dimension(values: pd.Series, name: str) -> dict:
-    """One parallel-coordinates axis: categories as codes, wide positive ranges in log10, missing as '–'."""
+    """One parallel-coordinates axis: categories as codes, wide positive ranges in log10, missing as 'n/a'."""
     if not _numeric(values):
         cats = sorted(values.dropna().astype(str).unique())
         codes = values.map(lambda v: -1 if pd.isna(v) else cats.index(str(v)))
         ticks = ([-1] if values.isna().any() else []) + list(range(len(cats)))
-        texts = (["–"] if values.isna().any() else []) + cats
+        texts = (["n/a"] if values.isna().any() else []) + cats
         return {"label": name, "values": codes, "tickvals": ticks, "ticktext": texts,
                 "range": [min(ticks) - 0.2, max(ticks) + 0.2]}
     v = values.astype(float)
@@ -165,7 +165,7 @@ def _dimension(values: pd.Series, name: str) -> dict:
     texts = [f"{10 ** t:.3g}" if log else f"{t:.3g}" for t in ticks]
     missing = lo - 0.12 * span
     if v.isna().any():
-        ticks, texts = [missing, *ticks], ["–", *texts]
+        ticks, texts = [missing, *ticks], ["n/a", *texts]
     return {"label": name + (" (log)" if log else ""), "values": shown.fillna(missing), "tickvals": ticks,
             "ticktext": texts, "range": [missing if v.isna().any() else lo, hi]}
 
@@ -187,25 +187,31 @@ def parallel_figure(trials: pd.DataFrame, params: list[str], metric: str) -> go.
     return fig
 
 
-def importance_figure(importances: dict[str, float], evaluator: str, metric: str) -> go.Figure:
-    """Horizontal bars of parameter importance for the objective, largest on top."""
+def importance_figure(importances: dict[str, float], evaluator: str, metric: str,
+                      left_out: list[str] = ()) -> go.Figure:
+    """Horizontal bars of parameter importance for the objective, largest on top; ``left_out`` named below."""
     items = sorted(importances.items(), key=lambda kv: kv[1])
     fig = go.Figure(go.Bar(x=[v for _, v in items], y=[label(k) for k, _ in items], orientation="h",
                            marker_color="#6c8ebf", text=[f"{v:.2f}" for _, v in items], textposition="auto",
                            hovertemplate="%{y}: %{x:.3f}<extra></extra>"))
     fig.update_xaxes(title_text="importance (sums to 1)", range=[0, max([v for _, v in items] + [0.01]) * 1.1])
     fig.update_yaxes(automargin=True)
-    return _layout(fig, f"Parameter importance for final {metric} ({evaluator})", 360)
+    if left_out:
+        fig.add_annotation(text="not scored (set in only some trials): " + ", ".join(label(p) for p in left_out),
+                           xref="paper", yref="paper", x=0, y=-0.32, showarrow=False, xanchor="left",
+                           font={"size": 11, "color": "#666"})
+    return _layout(fig, f"Parameter importance for final {metric} ({evaluator})", 150 + 45 * len(items),
+                   margin={"l": 60, "r": 20, "t": 50, "b": 80})
 
 
-def slice_figure(trials: pd.DataFrame, params: list[str], metric: str, cols: int = 4) -> go.Figure:
+def slice_figure(trials: pd.DataFrame, params: list[str], metric: str, cols: int = 5) -> go.Figure:
     """One scatter per parameter: its value against the objective; log axes for wide positive ranges."""
     col = f"final_{metric}"
     rows = trials[trials[col].notna()]
     if rows.empty or not params:
         return empty_figure("no parameters vary, or no trial reported " + metric)
-    ncols = min(cols, len(params))
-    nrows = math.ceil(len(params) / ncols)
+    nrows = math.ceil(len(params) / cols)
+    ncols = math.ceil(len(params) / nrows)
     fig = make_subplots(rows=nrows, cols=ncols, shared_yaxes=True, horizontal_spacing=0.04, vertical_spacing=0.2,
                         subplot_titles=[label(p) for p in params])
     for i, p in enumerate(params):

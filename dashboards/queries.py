@@ -402,13 +402,15 @@ def importance_study(trials: pd.DataFrame, metric: str, mode: str = "max"):
     dists = _distributions(trials, params)
     study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
     col = f"final_{metric}"
+    done = []
     for row in trials[[*params, col]].to_dict("records"):
         value = row[col]
         if value is None or (isinstance(value, float) and math.isnan(value)):
             continue
         chosen = {p: _value(dists[p], row[p]) for p in params if not pd.isna(row[p])}
-        study.add_trial(optuna.trial.create_trial(params=chosen, distributions={p: dists[p] for p in chosen},
-                                                  value=float(value)))
+        done.append(optuna.trial.create_trial(params=chosen, distributions={p: dists[p] for p in chosen},
+                                              value=float(value)))
+    study.add_trials(done)
     return study
 
 

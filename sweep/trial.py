@@ -8,13 +8,17 @@ to the results store as it reports, so a trial stopped by ASHA keeps everything 
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.checkpoint import load_checkpoint, save_checkpoint
+import pyarrow.fs as pafs
+
+from model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from sweep.build import build_run
 from sweep.config import RunConfig, validate_run_config
 from sweep.results import ResultsWriter
@@ -61,9 +65,41 @@ def _maybe_inject_fault(epoch: int, rank: int) -> None:
         os._exit(1)
 
 
+def restore_state(checkpoint) -> dict | None:
+    """The newest readable state among Ray's checkpoint and the older ones beside it.
+
+    An unreadable checkpoint (truncated, corrupted) is named in a warning and skipped; with none
+    readable the trial starts over, and says so.
+    """
+    folder = Location(checkpoint.filesystem, checkpoint.path)
+    parent = Location(folder.fs, folder.path.rsplit("/", 1)[0])
+    infos = parent.fs.get_file_info(pafs.FileSelector(parent.path)) if parent.is_dir() else []
+    older = sorted((i.path for i in infos if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_")
+                    and i.path != folder.path), reverse=True)
+    for path in [folder.path, *older]:
+        candidate = Location(folder.fs, path) / CKPT_NAME
+        try:
+            if candidate.is_local:
+                return load_checkpoint(candidate.path)
+            with tempfile.TemporaryDirectory() as tmp:
+                Path(tmp, CKPT_NAME).write_bytes(candidate.read_bytes())
+                return load_checkpoint(Path(tmp) / CKPT_NAME)
+        except (CheckpointError, OSError) as exc:
+            print(f"warning: {exc}; falling back to an earlier checkpoint", file=sys.stderr, flush=True)
+    print("warning: no readable checkpoint; the trial starts from epoch 1", file=sys.stderr, flush=True)
+    return None
+
+
+def _quiet_ray() -> None:
+    """Ray's per-report INFO lines would drown the sweep's own progress; warnings still show."""
+    logging.getLogger("ray").setLevel(logging.WARNING)
+
+
 def worker_loop(config: dict) -> None:
     """Runs on every Train worker (``api='train'``) or in the trial itself (``api='tune'``)."""
     import torch
+
+    _quiet_ray()
 
     cfg = validate_run_config(config["cfg"], "trial")
     if config["api"] == "train":
@@ -83,8 +119,9 @@ def worker_loop(config: dict) -> None:
     parts = build_run(cfg, rank, world, device, wrap=wrap)
     checkpoint = api.get_checkpoint()
     if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            parts.trainer.load_state_dict(load_checkpoint(Path(folder) / CKPT_NAME))
+        state = restore_state(checkpoint)
+        if state is not None:
+            parts.trainer.load_state_dict(state)
     writer = ResultsWriter(config["results_root"]) if rank == 0 else None
     trial_id = config["trial_id"]
 
@@ -107,6 +144,7 @@ def trial_main(params: dict, ctx: TrialContext) -> None:
     """The Tune trainable: resolve the trial's config, then train it (Train workers or in place)."""
     import ray.tune as tune
 
+    _quiet_ray()
     trial_id = tune.get_context().get_trial_id()
     if (Location.of(ctx.results_root) / "trials" / f"{trial_id}.parquet").exists():
         return  # finished before a driver crash that Tune's last snapshot did not see: never re-run it

@@ -42,12 +42,12 @@ def start_ray(address: str | None, trial_slots: int, num_cpus: int | None = None
     if ray.is_initialized():
         return
     if address:
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, log_to_driver=True)
         return
     port = _free_port()
     os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
     ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1",
-             dashboard_port=port, resources={TRIAL_RESOURCE: trial_slots}, log_to_driver=False,
+             dashboard_port=port, resources={TRIAL_RESOURCE: trial_slots}, log_to_driver=True,
              runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}},
              configure_logging=False)
 
@@ -107,6 +107,17 @@ class DefineByRun:
             else:
                 sampled[path] = trial.suggest_categorical(path, p[kind])
         return None
+
+
+def _error_line(trial) -> str:
+    """The last line of a failed trial's error ("NonFiniteLossError: loss is not finite at ...")."""
+    text = None
+    path = trial.error_file  # written locally before the storage copy that get_error reads
+    if path and Path(path).is_file():
+        text = Path(path).read_text(errors="replace")
+    text = text or str(trial.get_error() or "")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return (lines[-1] if lines else "unknown error")[:2000]
 
 
 class StoreCallback:
@@ -173,9 +184,7 @@ def make_callback_class():
             self.write(trial.trial_id, trial.config, trial.last_result, "completed")
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            error = trial.get_error()
-            text = str(error).strip().splitlines()[-1] if error else "error"
-            self.write(trial.trial_id, trial.config, trial.last_result, "failed", text[:2000])
+            self.write(trial.trial_id, trial.config, trial.last_result, "failed", _error_line(trial))
 
     return _TuneStoreCallback
 

@@ -85,3 +85,22 @@ def test_killed_ddp_worker_restarts_from_checkpoint(tmp_path):
     epochs = read_dataset(tmp_path / "run", "epochs").to_pandas()
     assert sorted(epochs.epoch) == [1, 2, 3]  # each epoch once: epoch 2 re-run after the restart replaced itself
     assert "test accuracy" in done.stdout
+
+
+def test_corrupt_ray_checkpoint_falls_back_to_the_previous_one(tmp_path):
+    sets = [a for s in [*TINY, "train.epochs=2"] for a in ("--set", s)]
+    run = [*CLI, "train", "--config", str(ROOT / "configs" / "quickstart.yaml"), *sets, "--workers", "1",
+           "--out", str(tmp_path / "run"), "--quiet"]
+    first = subprocess.run(run, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    ckpts = sorted((tmp_path / "run" / "ray" / "train").glob("checkpoint_*/checkpoint.pt"))
+    assert len(ckpts) == 2
+    newest = ckpts[-1]
+    newest.write_bytes(newest.read_bytes()[:200])  # truncated
+    resumed = subprocess.run([*CLI, "train", "--out", str(tmp_path / "run"), "--resume", "--workers", "1",
+                              "--quiet"], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    logs = resumed.stdout + resumed.stderr
+    assert str(newest) in logs and "falling back to an earlier checkpoint" in logs
+    epochs = read_dataset(tmp_path / "run", "epochs").to_pandas()
+    assert sorted(epochs.epoch) == [1, 2]  # epoch 2 re-run from epoch 1's checkpoint, its row replaced once

@@ -196,3 +196,15 @@ def test_ablation_grid_and_report_without_ray(tmp_path, capsys):
     assert "paired t-test vs sc" in out and "psc" in out
     csv_text = (tmp_path / "abl" / "abl" / "ablation.csv").read_text()
     assert csv_text.count("\npsc,") == 5 and csv_text.count("\nsc,") == 5
+
+
+def test_a_nan_trial_fails_alone_with_its_reason(tmp_path):
+    spec, base = load_sweep_spec(tiny_spec(tmp_path, "nan", epochs=2, trials=1, search={"algorithm": "grid"},
+                                           scheduler={"kind": "none"},
+                                           space={"optim.lr": {"grid": [0.1, 1.0e30]}}))
+    trials, _ = run_sweep(spec, base)
+    trials = trials.to_pandas().set_index("param.optim.lr")
+    assert trials.loc[0.1, "status"] == "completed" and trials.loc[0.1, "epochs_done"] == 2
+    failed = trials.loc[1.0e30]
+    assert failed["status"] == "failed"
+    assert "loss is not finite at epoch 1, step" in failed["error"]
