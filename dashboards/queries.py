@@ -22,7 +22,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import yaml
 
-from sweep.results import GROUP_METRICS, StoreError, open_store, pareto_front, trial_summary
+from sweep.results import GROUP_METRICS, StoreError, open_store, pareto_front, trial_summary, trials_schema
 from sweep.store import EPOCH_SCHEMA, PER_CLASS_SCHEMA, Location
 
 EPOCH_FILE = re.compile(r"^(?P<trial>.+)-epoch-(?P<epoch>\d+)\.parquet$")
@@ -194,16 +194,12 @@ class ResultsCache:
 
     def _trials_frame(self) -> pd.DataFrame:
         tables = list(self._trial_rows.values())
-        frame = (to_pandas(pa.concat_tables(tables, promote_options="permissive")) if tables
-                 else pd.DataFrame({"trial_id": pd.Series(dtype=str), "status": pd.Series(dtype=str)}))
+        frame = to_pandas(pa.concat_tables(tables, promote_options="permissive") if tables
+                          else trials_schema({}).empty_table())
         running = [t for t in self._epoch_index if t not in self._trial_rows]
         if running:
             rows = [{"trial_id": t, "status": "running", **trial_summary(self._epoch_rows(t))} for t in running]
             frame = pd.concat([frame, pd.DataFrame(rows)], ignore_index=True)
-        for m in METRICS:
-            for stage in ("final", "best"):
-                if f"{stage}_{m}" not in frame:
-                    frame[f"{stage}_{m}"] = np.nan
         return frame.reset_index(drop=True)
 
     def _epoch_rows(self, trial_id: str) -> list[dict]:

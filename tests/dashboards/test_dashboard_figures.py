@@ -1,0 +1,124 @@
+"""Figure functions: frames in, plotly figures out, checked trace by trace."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+
+from dashboards import figures as fg
+from dashboards import queries as q
+
+
+@pytest.fixture
+def matrix():
+    return q.ClassMatrix(["t2", "t1"], np.array([[1.0, 0.5], [0.25, 0.0]]), np.array([0, 1]), np.array([0, 1]),
+                         np.array([100.0, 10.0]), ["c", "a"], 2)
+
+
+@pytest.fixture
+def trials():
+    return pd.DataFrame({
+        "trial_id": ["t1", "t2", "t3", "t4"], "status": ["completed"] * 3 + ["stopped"],
+        "param.loss.contrastive": ["sc", "psc", None, "sc"], "param.loss.temperature": [0.01, 0.1, 1.0, 0.5],
+        "param.loss.prototypes_per_class": pd.array([None, 2, 3, None], dtype="Int64"),
+        "final_acc": [0.5, 0.7, 0.6, 0.2], "final_few_acc": [0.1, 0.3, 0.4, 0.0],
+    })
+
+
+def test_heatmap_shows_the_matrix_under_the_count_profile(matrix):
+    fig = fg.class_heatmap_figure(matrix, ["t1"], "acc", total_trials=5)
+    bars, heat = fig.data
+    assert isinstance(bars, go.Bar) and list(bars.y) == [100.0, 10.0]
+    assert isinstance(heat, go.Heatmap) and list(heat.y) == ["t2", "▶ t1"]
+    np.testing.assert_allclose(np.asarray(heat.z, dtype=float), matrix.acc)
+    assert "2 of 5 trials" in fig.layout.title.text and fig.layout.yaxis.type == "log"
+
+
+def test_heatmap_of_binned_classes_says_so(matrix):
+    matrix.names = None
+    fig = fg.class_heatmap_figure(matrix, [], "few_acc", total_trials=2)
+    assert "rank bins" in fig.layout.xaxis2.title.text and "few-shot" in fig.layout.title.text
+
+
+def test_class_rank_lines_per_trial_with_group_marks():
+    curves = pd.DataFrame({"trial_id": ["a", "a", "b", "b"], "rank_lo": [0, 1, 0, 1], "rank_hi": [0, 1, 0, 1],
+                           "rank": [0.0, 1.0, 0.0, 1.0], "accuracy": [0.9, 0.1, 0.8, 0.3],
+                           "train_count": [100, 5, 100, 5]})
+    fig = fg.class_rank_figure(curves, {"a": "red", "b": "blue"}, [(0.5, "few →")], binned=False)
+    assert [t.name for t in fig.data] == ["a", "b"] and list(fig.data[1].y) == [0.8, 0.3]
+    assert fig.data[0].line.color == "red" and fig.layout.shapes[0].x0 == 0.5
+
+
+def test_group_bars_one_trace_per_group():
+    groups = pd.DataFrame({"trial_id": ["t1"] * 3 + ["t2"] * 3, "group": ["many", "medium", "few"] * 2,
+                           "accuracy": [0.9, 0.5, 0.1, 0.8, 0.6, None]})
+    fig = fg.group_bars_figure(groups)
+    assert [t.name for t in fig.data] == ["many", "medium", "few"] and fig.layout.barmode == "group"
+    assert list(fig.data[2].x) == ["t1", "t2"] and list(fig.data[2].y)[0] == 0.1
+    assert list(fig.data[2].text) == ["10", None]
+
+
+def test_variant_bars_have_error_bars_over_seeds():
+    stats = pd.DataFrame({"variant": ["full", "full", "full", "full", "solo", "solo", "solo", "solo"],
+                          "group": ["many", "medium", "few", "all"] * 2, "mean": [0.9, 0.6, 0.3, 0.6] * 2,
+                          "std": [0.01, 0.02, 0.03, 0.04, 0.0, 0.0, 0.0, 0.0], "n": [3] * 4 + [1] * 4})
+    fig = fg.variant_bars_figure(stats)
+    assert [t.name for t in fig.data] == ["many", "medium", "few", "all"]
+    assert list(fig.data[2].error_y.array) == [0.03, 0.0] and list(fig.data[2].x) == ["full", "solo"]
+
+
+def test_parallel_coordinates_encode_categories_logs_and_missing(trials):
+    params = q.param_columns(trials)
+    fig = fg.parallel_figure(trials, params, "acc")
+    dims = fig.data[0].dimensions
+    assert [d.label for d in dims] == ["loss.contrastive", "loss.temperature (log)", "loss.prototypes_per_class",
+                                       "final acc"]
+    assert list(dims[0].ticktext) == ["n/a", "psc", "sc"] and list(dims[0].values) == [1, 0, -1, 1]
+    np.testing.assert_allclose(dims[1].values, np.log10([0.01, 0.1, 1.0, 0.5]))
+    assert dims[2].ticktext[0] == "n/a" and dims[2].values[0] < 2  # missing below the observed range
+    assert list(fig.data[0].line.color) == [0.5, 0.7, 0.6, 0.2]
+    other = fg.parallel_figure(trials, params, "few_acc")
+    assert list(other.data[0].line.color) == [0.1, 0.3, 0.4, 0.0]
+
+
+def test_importance_bars_largest_on_top_and_left_out_named():
+    fig = fg.importance_figure({"param.a": 0.7, "param.b": 0.3}, "fANOVA", "acc", ["param.c"])
+    assert list(fig.data[0].y) == ["b", "a"] and list(fig.data[0].x) == [0.3, 0.7]
+    assert "fANOVA" in fig.layout.title.text and "c" in fig.layout.annotations[0].text
+
+
+def test_slices_one_panel_per_parameter(trials):
+    fig = fg.slice_figure(trials, q.param_columns(trials), "acc")
+    assert len(fig.data) == 3 and list(fig.data[0].x) == ["sc", "psc", "sc"]  # rows without the param left out
+    assert fig.layout.xaxis2.type == "log" and fig.layout.xaxis.type == "category"
+
+
+def test_pareto_front_highlighted():
+    pts = pd.DataFrame({"trial_id": ["a", "b", "c"], "x": [0.9, 0.8, 0.7], "y": [0.1, 0.5, 0.4],
+                        "on_front": [True, True, False]})
+    fig = fg.pareto_figure(pts, "acc", "few_acc")
+    assert list(fig.data[0].text) == ["c"] and list(fig.data[1].text) == ["b", "a"]  # front sorted by x
+    assert "2 on the front" in fig.layout.title.text
+
+
+def test_learning_curves_four_panels_one_legend_entry_per_trial():
+    epochs = pd.DataFrame({"trial_id": ["a", "a", "b"], "epoch": [1, 2, 1], "acc": [0.1, 0.2, 0.3],
+                           "few_acc": [0.0, 0.1, 0.2], "con_loss": [2, 1, 2], "ce_loss": [1, 0.5, 1],
+                           "alpha": [1.0, 0.5, 1.0]})
+    fig = fg.curves_figure(epochs, "few_acc", {"a": "red"})
+    assert len(fig.data) == 8 and sum(t.showlegend for t in fig.data) == 2
+    assert list(fig.data[0].y) == [0.0, 0.1] and fig.layout.annotations[0].text == "few-shot accuracy"
+
+
+@pytest.mark.parametrize("call", [
+    lambda: fg.class_heatmap_figure(q.class_matrix({}, []), [], "acc", 0),
+    lambda: fg.class_rank_figure(q.class_curves({}, []), {}, [], False),
+    lambda: fg.group_bars_figure(q.group_accuracy(pd.DataFrame({"trial_id": []}), [])),
+    lambda: fg.parallel_figure(pd.DataFrame({"trial_id": [], "final_acc": []}), [], "acc"),
+    lambda: fg.curves_figure(pd.DataFrame(), "acc", {}),
+])
+def test_empty_inputs_give_a_chart_that_says_why(call):
+    fig = call()
+    assert len(fig.data) == 0 and fig.layout.annotations[0].text
