@@ -259,12 +259,14 @@ def curves_figure(epochs: pd.DataFrame, metric: str, colors: dict[str, str]) -> 
               ("ce_loss", "cross-entropy loss"), ("alpha", "α (weight of the contrastive loss)")]
     fig = make_subplots(rows=2, cols=2, subplot_titles=[t for _, t in panels], vertical_spacing=0.16,
                         horizontal_spacing=0.08)
+    mode = "lines+markers" if epochs["epoch"].max() <= 40 else "lines"  # a one-epoch trial is still seen
     for t, rows in epochs.groupby("trial_id", sort=False):
         for i, (col, _) in enumerate(panels):
             fig.add_trace(go.Scatter(x=rows["epoch"], y=rows[col], name=t, legendgroup=t, showlegend=i == 0,
-                                     mode="lines", line={"color": colors.get(t)},
+                                     mode=mode, line={"color": colors.get(t)}, marker={"size": 4},
                                      hovertemplate=f"{t} epoch %{{x}}: %{{y:.3f}}<extra></extra>"),
                           row=i // 2 + 1, col=i % 2 + 1)
+    fig.update_xaxes(tick0=1, dtick=max(1, math.ceil(epochs["epoch"].max() / 8)))
     fig.update_xaxes(title_text="epoch", row=2)
     fig.update_annotations(font_size=12)
     return _layout(fig, "Learning curves (selected trials)", 560, legend={"orientation": "h", "y": -0.12})

@@ -1,0 +1,100 @@
+"""The dashboard in headless Chromium (Debian's ``chromium`` driven by Playwright) on a store from a
+tiny sweep trained for real: select trials, switch the metric, check the charts change, screenshot."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+from dashstores import trained_store
+
+from dashboards.app import GRAPHS, create_app
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+if not os.environ.get("CI"):  # in CI it must run: .ci/run installs chromium
+    if not CHROMIUM:
+        pytest.skip("Debian's chromium is not installed (CI installs it: .ci/run)", allow_module_level=True)
+    pytest.importorskip("playwright.sync_api")
+from playwright.sync_api import sync_playwright  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+RENDERED = """ids => ids.every(id => {
+  const g = document.querySelector('#' + id + ' .js-plotly-plot');
+  return g && g._fullLayout && g.data && g.data.length > 0; })"""
+SNAPSHOT = """ids => Object.fromEntries(ids.map(id => {
+  const g = document.querySelector('#' + id + ' .js-plotly-plot');
+  return [id, JSON.stringify({title: g.layout.title && g.layout.title.text, data: g.data.map(t => ({
+    name: t.name, x: t.x, y: t.y, z: t.z, color: t.line && t.line.color,
+    dims: t.dimensions && t.dimensions.map(d => d.values)}))})]; }))"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    store = trained_store(tmp_path_factory.mktemp("tiny"))
+    from werkzeug.serving import make_server
+
+    srv = make_server("127.0.0.1", 0, create_app(store, refresh_s=2.0).server, threaded=True)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{srv.server_port}/"
+    srv.shutdown()
+    thread.join(5)
+
+
+def _trace_x(page, graph: str) -> list:
+    return page.evaluate(f"() => Array.from(document.querySelector('#{graph} .js-plotly-plot').data[0].x)")
+
+
+def test_select_trials_switch_metric_charts_change(server, tmp_path):
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        errors = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(server)
+        page.wait_for_function(RENDERED, arg=list(GRAPHS), timeout=60_000)
+        page.wait_for_function("() => document.querySelector('#config-yaml').textContent.includes('-best')")
+        first = page.evaluate(SNAPSHOT, list(GRAPHS))
+        assert len(_trace_x(page, "groups")) == 4  # all four trials selected (the best five by default)
+        assert "Traceback" not in page.content()
+
+        # untick two trials: the per-trial charts follow, the rest stay
+        boxes = page.locator("#trials input[type=checkbox]")
+        boxes.nth(0).click()
+        boxes.nth(1).click()
+        page.wait_for_function("() => document.querySelector('#groups .js-plotly-plot').data[0].x.length === 2")
+        page.wait_for_function("() => document.querySelectorAll('#curves .js-plotly-plot .legendtext').length === 2")
+        picked = page.evaluate(SNAPSHOT, list(GRAPHS))
+        for graph in ("groups", "class-rank", "curves", "heatmap"):
+            assert picked[graph] != first[graph], graph
+        assert picked["parallel"] == first["parallel"]
+
+        # switch the metric: what drives accuracy is now about few-shot accuracy
+        page.click("#metric")
+        page.get_by_role("option", name="few-shot accuracy").click()
+        page.wait_for_function("() => document.querySelector('#parallel .js-plotly-plot')"
+                               ".layout.title.text.includes('few-shot')")
+        page.wait_for_function("() => document.querySelector('#importance .js-plotly-plot')"
+                               ".layout.title.text.includes('few_acc')")
+        switched = page.evaluate(SNAPSHOT, list(GRAPHS))
+        for graph in ("parallel", "importance", "slices", "curves", "heatmap"):
+            assert switched[graph] != picked[graph], graph
+        assert json.loads(switched["groups"])["data"] == json.loads(picked["groups"])["data"]
+
+        with page.expect_download() as download:
+            page.click("#download-button")
+        text = Path(download.value.path()).read_text()
+        assert download.value.suggested_filename.endswith("-best.yaml") and "name: " in text and "-best" in text
+
+        shot = tmp_path / "dashboard.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 50_000 and not errors, errors
+        browser.close()
+    record = ROOT / "bench" / "results" / "dashboard_screenshot.png"
+    if record.parent.is_dir() and os.access(record.parent, os.W_OK):
+        shutil.copyfile(shot, record)
