@@ -53,7 +53,11 @@ def table_columns(trials: pd.DataFrame) -> list[dict]:
 def table_rows(trials: pd.DataFrame, columns: list[dict], metric: str, mode: str) -> list[dict]:
     """Only the shown columns (plus the row id), best trial first; missing values as None."""
     ids = [c["id"] for c in columns]
-    frame = q.order_trials(trials, metric, mode)[ids].astype(object)
+    frame = q.order_trials(trials, metric, mode)[ids].copy()
+    for c in ids:  # 4 significant digits: what the table shows, in fewer bytes
+        if pd.api.types.is_float_dtype(frame[c]):
+            frame[c] = frame[c].map(lambda v: float(f"{v:.4g}") if pd.notna(v) else v)
+    frame = frame.astype(object)
     frame = frame.where(frame.notna(), None)
     return [{**r, "id": r["trial_id"]} for r in frame.to_dict("records")]
 
@@ -117,6 +121,14 @@ def _controls(metric: str) -> html.Div:
                     style={"display": "flex", "alignItems": "center", "margin": "8px 0"})
 
 
+def _parallel_mode() -> dcc.RadioItems:
+    return dcc.RadioItems(id="parallel-mode", value="static", inline=True, style={"fontSize": "13px"},
+                          inputStyle={"marginRight": "4px", "marginLeft": "12px"},
+                          options=[{"label": "parallel coordinates: quick lines", "value": "static"},
+                                   {"label": "interactive (drag along an axis to filter; WebGL, slower without a GPU)",
+                                    "value": "interactive"}])
+
+
 def _config_section() -> html.Div:
     return _section("Best config", html.Div([
         dcc.Dropdown(id="config-trial", clearable=False, style={"width": "280px"}),
@@ -128,10 +140,11 @@ def _config_section() -> html.Div:
              "metric); train it with `hybridlt train --config FILE`.")
 
 
-def build_layout(cache: q.ResultsCache, refresh_s: float = 5.0) -> html.Div:
-    """The whole page, with the trials table filled and the best trials selected."""
-    cache.refresh()
-    trials = cache.trials()
+def build_layout(cache: q.ResultsCache, refresh_s: float = 5.0, skeleton: bool = False) -> html.Div:
+    """The whole page, with the trials table filled and the best trials selected (empty for ``skeleton``)."""
+    if not skeleton:
+        cache.refresh(max_age_s=1.0)
+    trials = cache.trials().head(0) if skeleton else cache.trials()
     metrics, modes = cache.objective()
     metric = metrics[0] if metrics[0] in q.METRICS else "acc"
     columns = table_columns(trials)
@@ -148,7 +161,7 @@ def build_layout(cache: q.ResultsCache, refresh_s: float = 5.0) -> html.Div:
         _section("Per-class accuracy", _pair(_graph("heatmap", 440), _graph("class-rank", 420),
                                              flex=("3 1 640px", "2 1 420px"))),
         _section("Head / medium / tail", _pair(_graph("groups"), _graph("variants"), "variants-box", hidden=True)),
-        _section("What drives accuracy", _graph("parallel", 400),
+        _section("What drives accuracy", _parallel_mode(), _graph("parallel", 420),
                  _pair(_graph("importance", 240), _graph("pareto", 360), "pareto-box", hidden=True),
                  _graph("slices", 330)),
         _section("Learning curves", _graph("curves", 560)),
@@ -217,8 +230,14 @@ def group_figures(cache: q.ResultsCache, selected: list[str]) -> tuple[go.Figure
     return bars, fg.variant_bars_figure(q.variant_accuracy(trials)), CELL
 
 
-def driver_figures(cache: q.ResultsCache, metric: str) -> tuple[go.Figure, go.Figure, go.Figure, dict]:
-    """Parallel coordinates, slices and, for multi-objective sweeps, the Pareto front (its box shown)."""
+def parallel_figure(cache: q.ResultsCache, metric: str, mode: str = "static") -> go.Figure:
+    """Parallel coordinates of the varying parameters against ``metric``."""
+    trials = cache.trials()
+    return fg.parallel_figure(trials, q.param_columns(trials), metric, interactive=mode == "interactive")
+
+
+def driver_figures(cache: q.ResultsCache, metric: str) -> tuple[go.Figure, go.Figure, dict]:
+    """Slices and, for multi-objective sweeps, the Pareto front (its box shown)."""
     trials = cache.trials()
     params = q.param_columns(trials)
     metrics, modes = cache.objective()
@@ -226,7 +245,7 @@ def driver_figures(cache: q.ResultsCache, metric: str) -> tuple[go.Figure, go.Fi
     if len(metrics) > 1 and all(f"final_{m}" in trials for m in metrics[:2]):
         pareto = fg.pareto_figure(q.pareto_points(trials, metrics, modes, cache.pareto_ids()), metrics[0], metrics[1])
         style = CELL
-    return fg.parallel_figure(trials, params, metric), fg.slice_figure(trials, params, metric), pareto, style
+    return fg.slice_figure(trials, params, metric), pareto, style
 
 
 def importance_figure(cache: q.ResultsCache, memo: Memo, metric: str) -> go.Figure:
@@ -265,8 +284,10 @@ def register_callbacks(app: Dash, cache: q.ResultsCache, memo: Memo) -> None:
         lambda _, ids, metric: per_class_figures(cache, list(ids or []), metric))
     app.callback(Output("groups", "figure"), Output("variants", "figure"), Output("variants-box", "style"),
                  ver, sel)(lambda _, ids: group_figures(cache, list(ids or [])))
-    app.callback(Output("parallel", "figure"), Output("slices", "figure"), Output("pareto", "figure"),
-                 Output("pareto-box", "style"), ver, met)(lambda _, metric: driver_figures(cache, metric))
+    app.callback(Output("parallel", "figure"), ver, met, Input("parallel-mode", "value"))(
+        lambda _, metric, mode: parallel_figure(cache, metric, mode))
+    app.callback(Output("slices", "figure"), Output("pareto", "figure"), Output("pareto-box", "style"), ver, met)(
+        lambda _, metric: driver_figures(cache, metric))
     app.callback(Output("importance", "figure"), ver, met)(lambda _, metric: importance_figure(cache, memo, metric))
     app.callback(Output("curves", "figure"), ver, sel, met)(
         lambda _, ids, metric: fg.curves_figure(cache.epochs(list(ids or [])), metric,
@@ -310,6 +331,9 @@ def _build(results_path: str | Path | Location, refresh_s: float) -> tuple[Dash,
     cache = q.ResultsCache(results_path)
     cache.refresh()
     app = Dash(__name__, title="hybridlt dashboard", update_title=None)
+    # Dash would otherwise embed a first full layout (the whole trials table) in every page as its
+    # callback-validation layout: the same components without data do.
+    app.validation_layout = build_layout(cache, refresh_s, skeleton=True)
     app.layout = lambda: build_layout(cache, refresh_s)
     memo = Memo()
     register_callbacks(app, cache, memo)

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.colors import qualitative
+from plotly.colors import qualitative, sample_colorscale
 from plotly.subplots import make_subplots
 
 from dashboards.queries import GROUPS, ClassMatrix
@@ -77,9 +77,11 @@ def class_heatmap_figure(m: ClassMatrix, selected: list[str], metric: str, total
                          hovertext=text, hovertemplate="%{hovertext}<br>training count %{y:.0f}<extra></extra>",
                          showlegend=False), row=1, col=1)
     where = "class rank %{x}" if m.names is not None else "class ranks around %{x:.0f}"
-    fig.add_trace(go.Heatmap(z=m.acc.astype(np.float32), x=x, y=rows, zmin=0, zmax=1, colorscale="Viridis",
-                             colorbar={"title": {"text": "acc"}, "len": 0.75, "y": 0.38},
-                             hovertemplate=f"trial %{{y}}<br>{where}<br>accuracy %{{z:.2f}}<extra></extra>"),
+    percent = np.where(np.isnan(m.acc), np.nan, np.round(100 * np.nan_to_num(m.acc)))  # 1 byte a cell below
+    z = percent.astype(np.uint8) if not np.isnan(percent).any() else percent.astype(np.float32)
+    fig.add_trace(go.Heatmap(z=z, x=x, y=rows, zmin=0, zmax=100, colorscale="Viridis",
+                             colorbar={"title": {"text": "acc %"}, "len": 0.75, "y": 0.38},
+                             hovertemplate=f"trial %{{y}}<br>{where}<br>accuracy %{{z}}%<extra></extra>"),
                   row=2, col=1)
     fig.update_yaxes(type="log", dtick=1, title_text="train count", row=1, col=1)
     fig.update_yaxes(autorange="reversed", showticklabels=len(rows) <= 60, row=2, col=1)
@@ -170,20 +172,72 @@ def _dimension(values: pd.Series, name: str) -> dict:
             "ticktext": texts, "range": [missing if v.isna().any() else lo, hi]}
 
 
-def parallel_figure(trials: pd.DataFrame, params: list[str], metric: str) -> go.Figure:
-    """Parallel coordinates: each parameter, then the objective (the colour)."""
+def _parallel_dims(rows: pd.DataFrame, params: list[str], col: str, metric: str) -> list[dict]:
+    dims = [_dimension(rows[p], label(p)) for p in params]
+    lo, hi = float(rows[col].min()), float(rows[col].max())
+    ticks = list(np.linspace(lo, hi, 5))
+    dims.append({"label": f"final {metric}", "values": rows[col], "range": [lo, hi], "tickvals": ticks,
+                 "ticktext": [f"{t:.3g}" for t in ticks]})
+    return dims
+
+
+def parallel_figure(trials: pd.DataFrame, params: list[str], metric: str, interactive: bool = False) -> go.Figure:
+    """Parallel coordinates: each parameter, then the objective (the colour), best trials drawn on top.
+
+    The default draws SVG lines (fast everywhere); ``interactive`` is plotly's WebGL ``Parcoords``
+    with brushing on the axes, which costs ~1.5 s to draw in a browser without a GPU.
+    """
     col = f"final_{metric}"
-    rows = trials[trials[col].notna()]
+    rows = trials[trials[col].notna()].sort_values(col, kind="stable")
     if rows.empty or not params:
         return empty_figure("no parameters vary, or no trial reported " + metric)
-    dims = [_dimension(rows[p], label(p)) for p in params]
-    dims.append({"label": f"final {metric}", "values": rows[col], "range": [float(rows[col].min()),
-                                                                            float(rows[col].max())]})
-    fig = go.Figure(go.Parcoords(line={"color": rows[col], "colorscale": "Viridis", "showscale": True,
-                                       "colorbar": {"title": {"text": metric}}}, dimensions=dims,
-                                 labelangle=-12, labelfont={"size": 12}))
-    fig = _layout(fig, f"Parameters vs final {METRIC_LABELS.get(metric, metric)} ({len(rows)} trials)", 400)
-    fig.update_layout(margin={"l": 70, "r": 40, "t": 90, "b": 30})
+    dims = _parallel_dims(rows, params, col, metric)
+    if interactive:
+        fig = go.Figure(go.Parcoords(line={"color": rows[col], "colorscale": "Viridis", "showscale": True,
+                                           "colorbar": {"title": {"text": metric}}}, dimensions=dims,
+                                     labelangle=-12, labelfont={"size": 12}))
+    else:
+        fig = _parallel_lines(rows, dims, col, metric)
+    title = f"Parameters vs final {METRIC_LABELS.get(metric, metric)} ({len(rows)} trials)"
+    return _layout(fig, title, 420, margin={"l": 70, "r": 40, "t": 90, "b": 30})
+
+
+def _normalised(d: dict) -> np.ndarray:
+    lo, hi = d["range"]
+    values = np.asarray(d["values"], dtype=float)
+    return (values - lo) / (hi - lo) if hi > lo else np.full(len(values), 0.5)
+
+
+def _parallel_lines(rows: pd.DataFrame, dims: list[dict], col: str, metric: str, bins: int = 10) -> go.Figure:
+    """Static parallel coordinates: one polyline per trial, in ``bins`` colour groups of the objective."""
+    k = len(dims)
+    ys = np.column_stack([_normalised(d) for d in dims])
+    score = ys[:, -1]
+    group = np.minimum((score * bins).astype(int), bins - 1)
+    fig = go.Figure()
+    for b in np.unique(group):
+        part = ys[group == b]
+        y = np.column_stack([part, np.full(len(part), np.nan)]).ravel()
+        x = np.tile(np.r_[np.arange(k, dtype=float), np.nan], len(part))
+        color = sample_colorscale("Viridis", [(b + 0.5) / bins])[0]
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line={"color": color, "width": 1}, opacity=0.6,
+                                 hoverinfo="skip", showlegend=False))
+    fig.add_trace(go.Scatter(x=np.full(len(rows), k - 1.0), y=score, mode="markers", showlegend=False,
+                             text=rows["trial_id"], customdata=rows[col],
+                             marker={"size": 6, "color": rows[col], "colorscale": "Viridis", "showscale": True,
+                                     "colorbar": {"title": {"text": metric}}},
+                             hovertemplate=f"%{{text}}<br>{metric} %{{customdata:.3f}}<extra></extra>"))
+    for i, d in enumerate(dims):
+        fig.add_shape(type="line", x0=i, x1=i, y0=0, y1=1, line={"color": "#444", "width": 1})
+        fig.add_annotation(x=i, y=1.04, text=f"<b>{d['label']}</b>", showarrow=False, yanchor="bottom",
+                           font={"size": 12})
+        lo, hi = d["range"]
+        for tick, text in zip(d["tickvals"], d["ticktext"], strict=True):
+            pos = (tick - lo) / (hi - lo) if hi > lo else 0.5
+            fig.add_annotation(x=i, y=pos, text=text, showarrow=False, xanchor="right", xshift=-4,
+                               font={"size": 10, "color": "#333"}, bgcolor="rgba(255,255,255,0.7)")
+    fig.update_xaxes(visible=False, range=[-0.45, k - 0.75])
+    fig.update_yaxes(visible=False, range=[-0.06, 1.12])
     return fig
 
 

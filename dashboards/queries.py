@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 import threading
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,11 +118,16 @@ class ResultsCache:
         self._class_index: dict[str, dict[int, StoreFile]] = {}
         self._pareto: set[str] | None = None
         self._frames: dict[str, object] = {}
+        self._checked = -math.inf
 
     # ---- refresh --------------------------------------------------------------------------
-    def refresh(self) -> bool:
-        """Look for new files; returns whether anything the charts show changed (``version`` goes up)."""
+    def refresh(self, max_age_s: float = 0.0) -> bool:
+        """Look for new files (unless the last look is under ``max_age_s`` old); returns whether anything
+        the charts show changed (``version`` goes up)."""
         with self._lock:
+            if time.monotonic() - self._checked < max_age_s:
+                return False
+            self._checked = time.monotonic()
             if self.root is None and not self._locate():
                 return False
             before = self._signature()

@@ -127,7 +127,7 @@ def train_distributed(cfg: RunConfig | None, run_dir: str | Path, workers: int, 
         raise ConfigError(f"train.batch_size: {cfg.train.batch_size} is not divisible by --workers {workers}; "
                           f"each step splits the batch evenly over the workers")
     cfg = prepare_run_dir(run_dir, cfg, resume)
-    start_ray(address, 1)
+    start_ray(address, 1, log_to_driver=True)  # one run: its workers' warnings belong on this terminal
     use_gpu = gpus_per_worker > 0
     trainer = TorchTrainer(
         worker_loop,

@@ -34,20 +34,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_ray(address: str | None, trial_slots: int, num_cpus: int | None = None) -> None:
+def start_ray(address: str | None, trial_slots: int, num_cpus: int | None = None, log_to_driver: bool = False) -> None:
     """Connect to ``address`` or start a local Ray with its dashboard on loopback (needed for the
-    State API that cleans up a stopped trial's placement group) and the trial-slot resource."""
+    State API that cleans up a stopped trial's placement group) and the trial-slot resource.
+
+    ``log_to_driver``: show the workers' output here. Off for sweeps, where every trial that ASHA
+    stops prints Ray's SIGTERM traceback; their logs stay in Ray's session folder.
+    """
     import ray
 
     if ray.is_initialized():
         return
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=log_to_driver)
         return
     port = _free_port()
     os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
     ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1",
-             dashboard_port=port, resources={TRIAL_RESOURCE: trial_slots}, log_to_driver=True,
+             dashboard_port=port, resources={TRIAL_RESOURCE: trial_slots}, log_to_driver=log_to_driver,
              runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}},
              configure_logging=False)
 

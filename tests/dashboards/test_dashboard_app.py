@@ -54,8 +54,10 @@ def test_callbacks_return_figures_for_a_selection(built):
     assert list(heat.data[1].y) == ["t2", "▶ t1", "t3"] and [t.name for t in rank.data] == ["t1"]
     groups, variants, style = A.group_figures(cache, ["t1", "t2"])
     assert list(groups.data[0].x) == ["t1", "t2"] and style["display"] == "none"
-    parallel, slices, pareto, pstyle = A.driver_figures(cache, "acc")
-    assert len(parallel.data[0].dimensions) == 3 and len(slices.data) == 2 and pstyle["display"] == "none"
+    slices, pareto, pstyle = A.driver_figures(cache, "acc")
+    assert len(slices.data) == 2 and pstyle["display"] == "none"
+    assert len(A.parallel_figure(cache, "acc", "interactive").data[0].dimensions) == 3
+    assert A.parallel_figure(cache, "acc").data[-1].text.tolist() == ["t3", "t1", "t2"]  # best on top
     memo = A.Memo()
     imp = A.importance_figure(cache, memo, "acc")
     assert {*imp.data[0].y} == {"loss.temperature", "loss.contrastive"}
@@ -70,8 +72,9 @@ def test_callbacks_return_figures_for_a_selection(built):
 
 def test_switching_the_metric_changes_the_charts(built):
     _, cache = built
-    by_acc, by_few = A.driver_figures(cache, "acc"), A.driver_figures(cache, "few_acc")
-    assert list(by_acc[0].data[0].line.color) != list(by_few[0].data[0].line.color)
+    by_acc, by_few = A.parallel_figure(cache, "acc", "interactive"), A.parallel_figure(cache, "few_acc", "interactive")
+    assert list(by_acc.data[0].line.color) != list(by_few.data[0].line.color)
+    assert A.parallel_figure(cache, "acc").to_json() != A.parallel_figure(cache, "few_acc").to_json()
     assert "few-shot" in A.per_class_figures(cache, [], "few_acc")[0].layout.title.text
     assert A.importance_figure(cache, A.Memo(), "few_acc").layout.title.text.startswith(
         "Parameter importance for final few_acc")
@@ -93,7 +96,7 @@ def test_an_empty_store_shows_a_message_not_a_traceback(tmp_path):
     layout = app.layout()
     assert "holds no trials yet" in find(layout, "banner").children
     assert find(layout, "trials").data == []
-    for fig in (*A.per_class_figures(cache, [], "acc"), *A.driver_figures(cache, "acc")[:2],
+    for fig in (*A.per_class_figures(cache, [], "acc"), A.driver_figures(cache, "acc")[0], A.parallel_figure(cache, "acc"),
                 A.importance_figure(cache, A.Memo(), "acc")):
         assert isinstance(fig, go.Figure) and len(fig.data) == 0
     assert A.config_yaml(cache, None, "acc") == "no trial yet"
@@ -127,6 +130,6 @@ def test_ablation_and_multi_objective_stores(tmp_path):
     write_synthetic_store(tmp_path / "mo", n_trials=12, n_classes=6, n_epochs=2, objectives=("acc", "few_acc"))
     cache = q.ResultsCache(tmp_path / "mo")
     cache.refresh()
-    *_, pareto, style = A.driver_figures(cache, "acc")
+    _, pareto, style = A.driver_figures(cache, "acc")
     assert style.get("display") != "none" and cache.pareto_ids()
     assert set(pareto.data[1].text) == cache.pareto_ids()

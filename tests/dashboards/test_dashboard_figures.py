@@ -32,7 +32,7 @@ def test_heatmap_shows_the_matrix_under_the_count_profile(matrix):
     bars, heat = fig.data
     assert isinstance(bars, go.Bar) and list(bars.y) == [100.0, 10.0]
     assert isinstance(heat, go.Heatmap) and list(heat.y) == ["t2", "▶ t1"]
-    np.testing.assert_allclose(np.asarray(heat.z, dtype=float), matrix.acc)
+    np.testing.assert_allclose(np.asarray(heat.z, dtype=float), 100 * matrix.acc)
     assert "2 of 5 trials" in fig.layout.title.text and fig.layout.yaxis.type == "log"
 
 
@@ -71,16 +71,27 @@ def test_variant_bars_have_error_bars_over_seeds():
 
 def test_parallel_coordinates_encode_categories_logs_and_missing(trials):
     params = q.param_columns(trials)
-    fig = fg.parallel_figure(trials, params, "acc")
+    fig = fg.parallel_figure(trials, params, "acc", interactive=True)
     dims = fig.data[0].dimensions
     assert [d.label for d in dims] == ["loss.contrastive", "loss.temperature (log)", "loss.prototypes_per_class",
                                        "final acc"]
-    assert list(dims[0].ticktext) == ["n/a", "psc", "sc"] and list(dims[0].values) == [1, 0, -1, 1]
-    np.testing.assert_allclose(dims[1].values, np.log10([0.01, 0.1, 1.0, 0.5]))
+    # rows by the objective, worst first, so the best lines are drawn last (on top)
+    assert list(dims[0].ticktext) == ["n/a", "psc", "sc"] and list(dims[0].values) == [1, 1, -1, 0]
+    np.testing.assert_allclose(dims[1].values, np.log10([0.5, 0.01, 1.0, 0.1]))
     assert dims[2].ticktext[0] == "n/a" and dims[2].values[0] < 2  # missing below the observed range
-    assert list(fig.data[0].line.color) == [0.5, 0.7, 0.6, 0.2]
-    other = fg.parallel_figure(trials, params, "few_acc")
-    assert list(other.data[0].line.color) == [0.1, 0.3, 0.4, 0.0]
+    assert list(fig.data[0].line.color) == [0.2, 0.5, 0.6, 0.7]
+    other = fg.parallel_figure(trials, params, "few_acc", interactive=True)
+    assert list(other.data[0].line.color) == [0.0, 0.1, 0.3, 0.4]
+
+
+def test_static_parallel_lines_one_polyline_per_trial(trials):
+    fig = fg.parallel_figure(trials, q.param_columns(trials), "acc")
+    lines, markers = fig.data[:-1], fig.data[-1]
+    ys = np.concatenate([np.asarray(t.y, dtype=float) for t in lines])
+    assert np.isnan(ys).sum() == 4 and len(ys) == 4 * 5  # 4 axes + a break per trial
+    assert np.nanmin(ys) >= 0 and np.nanmax(ys) <= 1
+    assert list(markers.text) == ["t4", "t1", "t3", "t2"] and list(markers.y) == [0.0, 0.6, 0.8, 1.0]
+    assert len(fig.layout.shapes) == 4 and {a.text for a in fig.layout.annotations} >= {"<b>final acc</b>", "sc"}
 
 
 def test_importance_bars_largest_on_top_and_left_out_named():
