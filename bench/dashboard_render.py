@@ -130,7 +130,8 @@ def report(args, store: Path, gen_s: float | None, cold: dict, runs: list[dict])
         "parallel coordinates, importance, slices, learning curves), the trials table filled and the best "
         "config shown; each run in a fresh browser context; server start excluded.", "",
         "| run | first render (s) | in-browser performance.now() (s) | Dash payload (KiB) |", "|---|---|---|---|",
-        *[f"| {i + 1} | {r['wall_s']:.2f} | {r['browser_s']:.2f} | {r['payload_kb']:.0f} |" for i, r in enumerate(runs)],
+        *[f"| {i + 1} | {r['wall_s']:.2f} | {r['browser_s']:.2f} | {r['payload_kb']:.0f} |"
+          for i, r in enumerate(runs)],
         "", f"first run {first:.2f} s; median of the others {statistics.median(rest):.2f} s (target: under 3 s).", "",
         "Cold queries of the store in a fresh process-side cache (done once at server start, then incremental):", "",
         "| step | s |", "|---|---|", *[f"| {k} | {v:.2f} |" for k, v in cold.items()], "",

@@ -79,7 +79,7 @@ def main() -> None:
         f"| epoch rows | {epochs} |",
         f"| sweep wall time | {wall:.0f} s ({time.time() - start:.0f} s with teardown) |",
         f"| placement groups not removed afterwards | {len(alive)} |",
-        f"| ray:: worker processes alive afterwards (before shutdown) | {leftover} |",
+        f"| ray:: worker processes alive afterwards, before `ray.shutdown()` (Ray's idle worker pool) | {leftover} |",
         f"| driver RSS at trial 1 / {len(memory.samples) // 2 + 1} / {len(memory.samples)} (MiB) | "
         f"{first[0]:.0f} / {mid[0]:.0f} / {last[0]:.0f} |",
         f"| machine used memory at the same points (MiB) | {first[1]:.0f} / {mid[1]:.0f} / {last[1]:.0f} |",
@@ -88,8 +88,11 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     out = ROOT / "bench" / "results" / f"soak_cpu_{args.workers}worker.md"
-    out.write_text(text)
     ray.shutdown()
+    time.sleep(3)
+    text += f"| ray:: processes after `ray.shutdown()` | {ray_processes()} |\n"
+    print(text.splitlines()[-1])
+    out.write_text(text)
 
 
 if __name__ == "__main__":

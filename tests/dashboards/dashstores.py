@@ -118,11 +118,12 @@ def trained_store(tmp_path: Path) -> Location:
     ResultsWriter(root).sweep_yaml(spec.model_dump(mode="json"), base.model_dump(mode="json"), types)
     callback = StoreCallback(spec, root, trials_schema(types), base.train.epochs)
     callback.spec_base, callback.variants = base, None
+    last_trial = len(TRAINED_PARAMS) - 1
     for i, params in enumerate(TRAINED_PARAMS):
         trial_id = f"{0x5eed0000 + i:08x}"
         parts = build_run(apply_params(base, params))
 
-        def report(metrics, state, parts=parts, trial_id=trial_id, last=i == len(TRAINED_PARAMS) - 1):
+        def report(metrics, state, parts=parts, trial_id=trial_id, last=i == last_trial):
             ResultsWriter(root).epoch(trial_id, metrics, parts.class_names, parts.class_counts)
             if last and metrics["epoch"] == 1:
                 raise _Stop

@@ -96,8 +96,8 @@ def test_an_empty_store_shows_a_message_not_a_traceback(tmp_path):
     layout = app.layout()
     assert "holds no trials yet" in find(layout, "banner").children
     assert find(layout, "trials").data == []
-    for fig in (*A.per_class_figures(cache, [], "acc"), A.driver_figures(cache, "acc")[0], A.parallel_figure(cache, "acc"),
-                A.importance_figure(cache, A.Memo(), "acc")):
+    for fig in (*A.per_class_figures(cache, [], "acc"), A.driver_figures(cache, "acc")[0],
+                A.parallel_figure(cache, "acc"), A.importance_figure(cache, A.Memo(), "acc")):
         assert isinstance(fig, go.Figure) and len(fig.data) == 0
     assert A.config_yaml(cache, None, "acc") == "no trial yet"
     known_store(tmp_path / "results")

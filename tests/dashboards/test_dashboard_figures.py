@@ -90,7 +90,8 @@ def test_static_parallel_lines_one_polyline_per_trial(trials):
     ys = np.concatenate([np.asarray(t.y, dtype=float) for t in lines])
     assert np.isnan(ys).sum() == 4 and len(ys) == 4 * 5  # 4 axes + a break per trial
     assert np.nanmin(ys) >= 0 and np.nanmax(ys) <= 1
-    assert list(markers.text) == ["t4", "t1", "t3", "t2"] and list(markers.y) == [0.0, 0.6, 0.8, 1.0]
+    assert list(markers.text) == ["t4", "t1", "t3", "t2"]
+    np.testing.assert_allclose(markers.y, [0.0, 0.6, 0.8, 1.0])
     assert len(fig.layout.shapes) == 4 and {a.text for a in fig.layout.annotations} >= {"<b>final acc</b>", "sc"}
 
 
