@@ -25,6 +25,7 @@ quickstart: $(STAMP)
 	$(BIN)/hybridlt export-best $(STORE)/$(SWEEP)/results -o $(STORE)/$(SWEEP)/best.yaml
 	$(BIN)/hybridlt train --config $(STORE)/$(SWEEP)/best.yaml --out $(STORE)/$(SWEEP)/final
 	@echo "results: $(STORE)/$(SWEEP)/results (Parquet); best config: $(STORE)/$(SWEEP)/best.yaml"
+	@echo "dashboard: $(BIN)/hybridlt dashboard $(STORE)/$(SWEEP)/results   (then open http://127.0.0.1:8050/)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

@@ -36,13 +36,32 @@ CELL = {"flex": "1 1 520px", "minWidth": 0}
 GRAPH_CONFIG = {"displaylogo": False}
 
 
+class Memo:
+    """Results of slow aggregations (importance) per store version and arguments, computed once."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._values: dict[tuple, object] = {}
+
+    def get(self, key: tuple, compute):
+        with self._lock:
+            if key not in self._values:
+                if len(self._values) > 64:
+                    self._values.clear()
+                try:
+                    self._values[key] = ("ok", compute())
+                except ValueError as exc:
+                    self._values[key] = ("error", str(exc))
+            return self._values[key]
+
+
 # ---- pieces of the page ---------------------------------------------------------------------------
 def table_columns(trials: pd.DataFrame) -> list[dict]:
     """DataTable columns: id, status, epochs, the varying parameters, then the metrics (3 decimals)."""
     cols = [{"id": "trial_id", "name": "trial"}, {"id": "status", "name": "status"},
             {"id": "epochs_done", "name": "epochs", "type": "numeric"}]
     for p in q.param_columns(trials):
-        numeric = fg._numeric(trials[p])
+        numeric = fg.is_numeric(trials[p])
         cols.append({"id": p, "name": fg.label(p), "type": "numeric" if numeric else "text",
                      **({"format": Format(precision=3, scheme=Scheme.decimal_or_exponent)} if numeric else {})})
     cols += [{"id": c, "name": n, "type": "numeric", "format": Format(precision=3, scheme=Scheme.fixed)}
@@ -63,6 +82,7 @@ def table_rows(trials: pd.DataFrame, columns: list[dict], metric: str, mode: str
 
 
 def status_line(cache: q.ResultsCache, trials: pd.DataFrame) -> str:
+    """Trials by status, the store and when it was last looked at."""
     counts = trials["status"].value_counts().to_dict() if len(trials) else {}
     parts = [f"{counts.get(s, 0)} {n}" for s, n in (("completed", "completed"), ("stopped", "stopped early"),
                                                     ("failed", "failed"), ("running", "running"))]
@@ -92,8 +112,11 @@ def _trials_table(columns: list[dict], rows: list[dict], selected: list[int]) ->
         )
 
 
-def _graph(graph_id: str, height: int = 380) -> dcc.Graph:
-    return dcc.Graph(id=graph_id, config=GRAPH_CONFIG, style={"minHeight": f"{height}px"})
+def _graph(graph_id: str, start: dict, height: int = 380) -> dcc.Graph:
+    """A chart, drawn from the start with the figure ``start`` holds for it (none in the skeleton)."""
+    figure = start.get((graph_id, "figure"))
+    return dcc.Graph(id=graph_id, config=GRAPH_CONFIG, style={"minHeight": f"{height}px"},
+                     **({"figure": figure} if figure is not None else {}))
 
 
 def _section(title: str, *children, note: str | None = None) -> html.Div:
@@ -103,10 +126,10 @@ def _section(title: str, *children, note: str | None = None) -> html.Div:
     return html.Div([*head, *children], style=CARD)
 
 
-def _pair(left: dcc.Graph, right: dcc.Graph, right_id: str | None = None, hidden: bool = False,
+def _pair(left: dcc.Graph, right: dcc.Graph, right_id: str | None = None, right_style: dict | None = None,
           flex: tuple[str, str] = ("1 1 520px", "1 1 520px")) -> html.Div:
     """Two charts side by side, wrapping under each other on narrow screens."""
-    right_style = {**CELL, "flex": flex[1], **({"display": "none"} if hidden else {})}
+    right_style = {**CELL, "flex": flex[1], **(right_style or {})}
     right_box = html.Div(right, id=right_id, style=right_style) if right_id else html.Div(right, style=right_style)
     return html.Div([html.Div(left, style={**CELL, "flex": flex[0]}), right_box], style=ROW)
 
@@ -129,19 +152,25 @@ def _parallel_mode() -> dcc.RadioItems:
                                     "value": "interactive"}])
 
 
-def _config_section() -> html.Div:
+def _config_section(start: dict) -> html.Div:
     return _section("Best config", html.Div([
-        dcc.Dropdown(id="config-trial", clearable=False, style={"width": "280px"}),
+        dcc.Dropdown(id="config-trial", clearable=False, style={"width": "280px"},
+                     options=start.get(("config-trial", "options"), []), value=start.get(("config-trial", "value"))),
         html.Button("Download YAML", id="download-button", style={"marginLeft": "12px"}),
         dcc.Download(id="download")], style={"display": "flex", "alignItems": "center"}),
-        html.Pre(id="config-yaml", style={"background": "#f6f8fa", "padding": "10px", "maxHeight": "420px",
-                                          "overflow": "auto", "fontSize": "12px"}),
+        html.Pre(start.get(("config-yaml", "children")), id="config-yaml",
+                 style={"background": "#f6f8fa", "padding": "10px", "maxHeight": "420px", "overflow": "auto",
+                        "fontSize": "12px"}),
         note="What `hybridlt export-best` writes for the chosen trial (by default the best selected one by the "
              "metric); train it with `hybridlt train --config FILE`.")
 
 
-def build_layout(cache: q.ResultsCache, refresh_s: float = 5.0, skeleton: bool = False) -> html.Div:
-    """The whole page, with the trials table filled and the best trials selected (empty for ``skeleton``)."""
+def build_layout(cache: q.ResultsCache, memo: Memo, refresh_s: float = 5.0, skeleton: bool = False) -> html.Div:
+    """The whole page with every chart drawn for the best trials, selected in the filled table.
+
+    The charts come with the page, so a first view costs one request; callbacks redraw them on
+    changes. ``skeleton``: the same components without data (Dash's callback validation layout).
+    """
     if not skeleton:
         cache.refresh(max_age_s=1.0)
     trials = cache.trials().head(0) if skeleton else cache.trials()
@@ -150,6 +179,8 @@ def build_layout(cache: q.ResultsCache, refresh_s: float = 5.0, skeleton: bool =
     columns = table_columns(trials)
     rows = table_rows(trials, columns, metric, modes[0])
     selected = list(range(min(DEFAULT_SELECTED, len(rows))))
+    start = {} if skeleton else chart_values(cache, memo, [rows[i]["id"] for i in selected], metric)
+    hidden = {"display": "none"}
     name = ((cache.sweep_doc.get("spec") or {}).get("name")) or Path(str(cache.where)).name
     return html.Div([
         html.Div([html.H2(f"hybridlt sweep: {name}", style={"margin": "0"}),
@@ -158,39 +189,22 @@ def build_layout(cache: q.ResultsCache, refresh_s: float = 5.0, skeleton: bool =
         _controls(metric),
         _section("Trials", _trials_table(columns, rows, selected),
                  note="Sort and filter the columns (e.g. > 0.9 or psc); tick rows to drive the charts below."),
-        _section("Per-class accuracy", _pair(_graph("heatmap", 440), _graph("class-rank", 420),
+        _section("Per-class accuracy", _pair(_graph("heatmap", start, 440), _graph("class-rank", start, 420),
                                              flex=("3 1 640px", "2 1 420px"))),
-        _section("Head / medium / tail", _pair(_graph("groups"), _graph("variants"), "variants-box", hidden=True)),
-        _section("What drives accuracy", _parallel_mode(), _graph("parallel", 420),
-                 _pair(_graph("importance", 240), _graph("pareto", 360), "pareto-box", hidden=True),
-                 _graph("slices", 330)),
-        _section("Learning curves", _graph("curves", 560)),
-        _config_section(),
+        _section("Head / medium / tail", _pair(_graph("groups", start), _graph("variants", start), "variants-box",
+                                               start.get(("variants-box", "style"), hidden))),
+        _section("What drives accuracy", _parallel_mode(), _graph("parallel", start, 420),
+                 _pair(_graph("importance", start, 240), _graph("pareto", start, 360), "pareto-box",
+                       start.get(("pareto-box", "style"), hidden)),
+                 _graph("slices", start, 330)),
+        _section("Learning curves", _graph("curves", start, 560)),
+        _config_section(start),
         dcc.Interval(id="tick", interval=int(1000 * refresh_s), n_intervals=0),
         dcc.Store(id="version", data=cache.version),
     ], style={"fontFamily": "system-ui, sans-serif", "background": "#f5f6f8", "padding": "12px 20px"})
 
 
-# ---- callbacks --------------------------------------------------------------------------------------
-class Memo:
-    """Results of slow aggregations (importance) per store version and arguments, computed once."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._values: dict[tuple, object] = {}
-
-    def get(self, key: tuple, compute):
-        with self._lock:
-            if key not in self._values:
-                if len(self._values) > 64:
-                    self._values.clear()
-                try:
-                    self._values[key] = ("ok", compute())
-                except ValueError as exc:
-                    self._values[key] = ("error", str(exc))
-            return self._values[key]
-
-
+# ---- what the callbacks return ----------------------------------------------------------------------
 def refresh_outputs(cache: q.ResultsCache, version: int | None, selected_ids: list[str] | None, metric: str) -> tuple:
     """After a tick: new table rows, columns and selection when the store changed; the status line always."""
     cache.refresh()
@@ -232,13 +246,13 @@ def group_figures(cache: q.ResultsCache, selected: list[str]) -> tuple[go.Figure
 
 def parallel_figure(cache: q.ResultsCache, metric: str, mode: str = "static") -> go.Figure:
     """Parallel coordinates of the varying parameters against ``metric``."""
-    trials = cache.trials()
+    trials = q.finished_trials(cache.trials())
     return fg.parallel_figure(trials, q.param_columns(trials), metric, interactive=mode == "interactive")
 
 
 def driver_figures(cache: q.ResultsCache, metric: str) -> tuple[go.Figure, go.Figure, dict]:
-    """Slices and, for multi-objective sweeps, the Pareto front (its box shown)."""
-    trials = cache.trials()
+    """Slices and, for multi-objective sweeps, the Pareto front (its box shown); finished trials only."""
+    trials = q.finished_trials(cache.trials())
     params = q.param_columns(trials)
     metrics, modes = cache.objective()
     pareto, style = fg.empty_figure(""), {**CELL, "display": "none"}
@@ -255,8 +269,29 @@ def importance_figure(cache: q.ResultsCache, memo: Memo, metric: str) -> go.Figu
                            lambda: q.param_importance(cache.trials(), metric, modes[0]))
     if kind == "error":
         return fg.empty_figure(value)
-    left_out = [p for p in q.param_columns(cache.trials()) if p not in value[0]]
+    left_out = [p for p in q.param_columns(q.finished_trials(cache.trials())) if p not in value[0]]
     return fg.importance_figure(value[0], value[1], metric, left_out)
+
+
+def curves_figure(cache: q.ResultsCache, selected: list[str], metric: str) -> go.Figure:
+    """Learning curves of the selected trials (their epoch files are read on first use)."""
+    return fg.curves_figure(cache.epochs(selected), metric, fg.trial_colors(selected))
+
+
+def chart_values(cache: q.ResultsCache, memo: Memo, selected: list[str], metric: str,
+                 mode: str = "static") -> dict[tuple[str, str], object]:
+    """Every chart's ``(component id, property)`` value for a selection and metric: the page's first view."""
+    heat, rank = per_class_figures(cache, selected, metric)
+    groups, variants, variants_style = group_figures(cache, selected)
+    slices, pareto, pareto_style = driver_figures(cache, metric)
+    options, value = config_choices(cache, selected, metric)
+    return {("heatmap", "figure"): heat, ("class-rank", "figure"): rank, ("groups", "figure"): groups,
+            ("variants", "figure"): variants, ("variants-box", "style"): variants_style,
+            ("parallel", "figure"): parallel_figure(cache, metric, mode), ("slices", "figure"): slices,
+            ("pareto", "figure"): pareto, ("pareto-box", "style"): pareto_style,
+            ("importance", "figure"): importance_figure(cache, memo, metric),
+            ("curves", "figure"): curves_figure(cache, selected, metric), ("config-trial", "options"): options,
+            ("config-trial", "value"): value, ("config-yaml", "children"): config_yaml(cache, value, metric)}
 
 
 def config_choices(cache: q.ResultsCache, selected: list[str], metric: str) -> tuple[list[dict], str | None]:
@@ -270,9 +305,10 @@ def config_choices(cache: q.ResultsCache, selected: list[str], metric: str) -> t
 
 
 def register_callbacks(app: Dash, cache: q.ResultsCache, memo: Memo) -> None:
-    """Wire the table, the metric and the refresh tick to the charts."""
+    """Wire the table, the metric and the refresh tick to the charts (which the page starts with drawn)."""
     sel = Input("trials", "selected_row_ids")
     ver, met = Input("version", "data"), Input("metric", "value")
+    later = {"prevent_initial_call": True}
 
     app.callback(Output("version", "data"), Output("trials", "data"), Output("trials", "columns"),
                  Output("trials", "selected_rows"), Output("trials", "selected_row_ids"),
@@ -280,21 +316,21 @@ def register_callbacks(app: Dash, cache: q.ResultsCache, memo: Memo) -> None:
                  Input("tick", "n_intervals"), State("version", "data"), State("trials", "selected_row_ids"),
                  State("metric", "value"), prevent_initial_call=True)(
         lambda _, version, ids, metric: refresh_outputs(cache, version, ids, metric))
-    app.callback(Output("heatmap", "figure"), Output("class-rank", "figure"), ver, sel, met)(
+    app.callback(Output("heatmap", "figure"), Output("class-rank", "figure"), ver, sel, met, **later)(
         lambda _, ids, metric: per_class_figures(cache, list(ids or []), metric))
     app.callback(Output("groups", "figure"), Output("variants", "figure"), Output("variants-box", "style"),
-                 ver, sel)(lambda _, ids: group_figures(cache, list(ids or [])))
-    app.callback(Output("parallel", "figure"), ver, met, Input("parallel-mode", "value"))(
+                 ver, sel, **later)(lambda _, ids: group_figures(cache, list(ids or [])))
+    app.callback(Output("parallel", "figure"), ver, met, Input("parallel-mode", "value"), **later)(
         lambda _, metric, mode: parallel_figure(cache, metric, mode))
-    app.callback(Output("slices", "figure"), Output("pareto", "figure"), Output("pareto-box", "style"), ver, met)(
-        lambda _, metric: driver_figures(cache, metric))
-    app.callback(Output("importance", "figure"), ver, met)(lambda _, metric: importance_figure(cache, memo, metric))
-    app.callback(Output("curves", "figure"), ver, sel, met)(
-        lambda _, ids, metric: fg.curves_figure(cache.epochs(list(ids or [])), metric,
-                                                fg.trial_colors(list(ids or []))))
-    app.callback(Output("config-trial", "options"), Output("config-trial", "value"), ver, sel, met)(
+    app.callback(Output("slices", "figure"), Output("pareto", "figure"), Output("pareto-box", "style"), ver, met,
+                 **later)(lambda _, metric: driver_figures(cache, metric))
+    app.callback(Output("importance", "figure"), ver, met, **later)(
+        lambda _, metric: importance_figure(cache, memo, metric))
+    app.callback(Output("curves", "figure"), ver, sel, met, **later)(
+        lambda _, ids, metric: curves_figure(cache, list(ids or []), metric))
+    app.callback(Output("config-trial", "options"), Output("config-trial", "value"), ver, sel, met, **later)(
         lambda _, ids, metric: config_choices(cache, list(ids or []), metric))
-    app.callback(Output("config-yaml", "children"), Input("config-trial", "value"), met)(
+    app.callback(Output("config-yaml", "children"), Input("config-trial", "value"), met, **later)(
         lambda trial_id, metric: config_yaml(cache, trial_id, metric))
 
     @app.callback(Output("download", "data"), Input("download-button", "n_clicks"), State("config-trial", "value"),
@@ -333,21 +369,21 @@ def _build(results_path: str | Path | Location, refresh_s: float) -> tuple[Dash,
     app = Dash(__name__, title="hybridlt dashboard", update_title=None)
     # Dash would otherwise embed a first full layout (the whole trials table) in every page as its
     # callback-validation layout: the same components without data do.
-    app.validation_layout = build_layout(cache, refresh_s, skeleton=True)
-    app.layout = lambda: build_layout(cache, refresh_s)
     memo = Memo()
+    app.validation_layout = build_layout(cache, memo, refresh_s, skeleton=True)
+    app.layout = lambda: build_layout(cache, memo, refresh_s)
     register_callbacks(app, cache, memo)
-    threading.Thread(target=_warm, args=(cache, memo), daemon=True).start()
+    threading.Thread(target=_warm, args=(cache, memo, refresh_s), daemon=True).start()
     return app, cache
 
 
-def _warm(cache: q.ResultsCache, memo: Memo) -> None:
-    """Start the slow first steps while nobody waits: the config validator's imports (torch) and importance."""
-    import sweep.cli  # noqa: F401  (export-best's config loader)
-
-    metric = cache.objective()[0][0]
-    if metric in q.METRICS:
-        importance_figure(cache, memo, metric)
+def _warm(cache: q.ResultsCache, memo: Memo, refresh_s: float) -> None:
+    """The first page's slow steps while nobody waits: per-class files, importance, the config validator's
+    imports (torch). Best effort: a failure here happens again, and is shown, when the page asks."""
+    try:
+        build_layout(cache, memo, refresh_s)
+    except Exception as exc:  # noqa: BLE001
+        logging.getLogger(__name__).debug("warm-up failed: %s", exc)
 
 
 def run_dashboard(results: str | Path, host: str = "127.0.0.1", port: int = 8050, refresh_s: float = 5.0) -> None:

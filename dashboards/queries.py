@@ -34,29 +34,17 @@ REQUIRED = {"trials": {"trial_id", "status"}, "epochs": {"trial_id", "epoch"},
 FANOVA_MAX_TRIALS = 200
 
 
-@dataclass(frozen=True)
-class StoreFile:
-    """One visible file of a store folder: its name, size and modification time (a changed file is re-read)."""
-
-    loc: Location
-    size: int
-    mtime: float
-
-    @property
-    def key(self) -> tuple:
-        return self.loc.name, self.size, self.mtime
+Listing = dict[str, tuple[int, int]]  # file name -> (size, mtime in ns): a changed file is read again
 
 
-def list_folder(folder: Location) -> list[StoreFile]:
-    """Visible ``.parquet`` files directly inside ``folder`` (temp files start with '.'), sorted by name."""
+def list_folder(folder: Location) -> Listing:
+    """Visible ``.parquet`` files directly inside ``folder`` (temp files start with '.'); one listing call."""
     try:
         infos = folder.fs.get_file_info(pafs.FileSelector(folder.path, recursive=False, allow_not_found=True))
     except (OSError, pa.ArrowInvalid):
-        return []
-    files = [StoreFile(Location(folder.fs, i.path), i.size or 0, i.mtime_ns or 0) for i in infos
-             if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")
-             and not i.base_name.startswith((".", "_"))]
-    return sorted(files, key=lambda f: f.loc.name)
+        return {}
+    return {i.base_name: (i.size, i.mtime_ns or 0) for i in infos
+            if i.size is not None and i.base_name.endswith(".parquet") and not i.base_name.startswith((".", "_"))}
 
 
 def read_table_file(loc: Location, table: str) -> pa.Table | None:
@@ -83,16 +71,16 @@ def conform(data: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(cols, schema=schema)
 
 
-def epoch_files(files: list[StoreFile], table: str) -> dict[str, dict[int, StoreFile]]:
-    """``{trial_id: {epoch: file}}`` from names ``<trial_id>-epoch-NNNN.parquet``; other names are warned about."""
-    out: dict[str, dict[int, StoreFile]] = {}
-    for f in files:
-        m = EPOCH_FILE.match(f.loc.name)
+def epoch_files(names: list[str], folder: Location, table: str) -> dict[str, dict[int, str]]:
+    """``{trial_id: {epoch: name}}`` from names ``<trial_id>-epoch-NNNN.parquet``; other names are warned about."""
+    out: dict[str, dict[int, str]] = {}
+    for name in names:
+        m = EPOCH_FILE.match(name)
         if m is None:
-            warnings.warn(f"results store: skipping {f.loc}: not a hybridlt {table} file name "
+            warnings.warn(f"results store: skipping {folder / name}: not a hybridlt {table} file name "
                           f"(<trial_id>-epoch-NNNN.parquet)", stacklevel=2)
             continue
-        out.setdefault(m["trial"], {})[int(m["epoch"])] = f
+        out.setdefault(m["trial"], {})[int(m["epoch"])] = name
     return out
 
 
@@ -111,11 +99,11 @@ class ResultsCache:
         self.message: str | None = None
         self.sweep_doc: dict = {}
         self._lock = threading.RLock()
-        self._files: dict[str, list[StoreFile]] = {}
-        self._tables: dict[tuple, pa.Table | None] = {}
+        self._files: dict[str, Listing] = {}
+        self._tables: dict[tuple[str, str], tuple[tuple[int, int], pa.Table | None]] = {}
         self._trial_rows: dict[str, pa.Table] = {}
-        self._epoch_index: dict[str, dict[int, StoreFile]] = {}
-        self._class_index: dict[str, dict[int, StoreFile]] = {}
+        self._epoch_index: dict[str, dict[int, str]] = {}
+        self._class_index: dict[str, dict[int, str]] = {}
         self._pareto: set[str] | None = None
         self._frames: dict[str, object] = {}
         self._checked = -math.inf
@@ -130,11 +118,11 @@ class ResultsCache:
             self._checked = time.monotonic()
             if self.root is None and not self._locate():
                 return False
-            before = self._signature()
-            self._list()
-            self._read_trials()
-            self._read_extras()
-            changed = self._signature() != before
+            had_doc = bool(self.sweep_doc)
+            changed = self._list()
+            if changed:
+                self._read_trials()
+            changed = self._read_extras() or changed or bool(self.sweep_doc) != had_doc
             if changed:
                 self.version += 1
                 self._frames.clear()
@@ -154,41 +142,52 @@ class ResultsCache:
         return (f"The store {self.root} holds no trials yet. Trials appear here as they report "
                 f"(this page looks again every few seconds).")
 
-    def _signature(self) -> tuple:
-        return tuple(f.key for fs in self._files.values() for f in fs), bool(self.sweep_doc)
-
-    def _list(self) -> None:
+    def _list(self) -> bool:
+        """List the three folders; re-index those whose listing changed. Returns whether any did."""
+        changed = False
         for table in ("trials", "epochs", "per_class"):
-            self._files[table] = list_folder(self.root / table)
-        self._epoch_index = epoch_files(self._files["epochs"], "epochs")
-        self._class_index = epoch_files(self._files["per_class"], "per_class")
+            listing = list_folder(self.root / table)
+            if listing == self._files.get(table):
+                continue
+            changed, self._files[table] = True, listing
+            if table == "epochs":
+                self._epoch_index = epoch_files(sorted(listing), self.root / table, table)
+            elif table == "per_class":
+                self._class_index = epoch_files(sorted(listing), self.root / table, table)
+        return changed
 
-    def _read(self, f: StoreFile, table: str) -> pa.Table | None:
-        """A file's table, read once per (name, size, mtime)."""
-        key = (table, *f.key)
-        if key not in self._tables:
-            self._tables[key] = read_table_file(f.loc, table)
-        return self._tables[key]
+    def _read(self, table: str, name: str) -> pa.Table | None:
+        """A file's table, read again only when its size or time changed."""
+        stamp = self._files[table][name]
+        held = self._tables.get((table, name))
+        if held is None or held[0] != stamp:
+            loc = self.root / table / name if table != "pareto" else self.root / name
+            held = self._tables[(table, name)] = (stamp, read_table_file(loc, table))
+        return held[1]
 
     def _read_trials(self) -> None:
         rows = {}
-        for f in self._files["trials"]:
-            data = self._read(f, "trials")
+        for name in sorted(self._files["trials"]):
+            data = self._read("trials", name)
             if data is not None and data.num_rows:
                 rows[str(data.column("trial_id")[0])] = data
         self._trial_rows = rows
 
-    def _read_extras(self) -> None:
+    def _read_extras(self) -> bool:
+        """``sweep.yaml`` (once) and ``pareto.parquet`` (again when it changes); returns whether the front did."""
         if not self.sweep_doc and (self.root / "sweep.yaml").exists():
             try:
                 self.sweep_doc = yaml.safe_load((self.root / "sweep.yaml").read_bytes()) or {}
             except (yaml.YAMLError, OSError) as exc:
                 warnings.warn(f"results store: {self.root / 'sweep.yaml'} is not readable YAML ({exc})", stacklevel=2)
                 self.sweep_doc = {"unreadable": True}
-        pareto = [f for f in list_folder(self.root) if f.loc.name == "pareto.parquet"]
-        self._files["pareto"] = pareto
-        data = self._read(pareto[0], "pareto") if pareto else None
+        listing = {k: v for k, v in list_folder(self.root).items() if k == "pareto.parquet"}
+        if listing == self._files.get("pareto"):
+            return False
+        self._files["pareto"] = listing
+        data = self._read("pareto", "pareto.parquet") if listing else None
         self._pareto = None if data is None else set(data.column("trial_id").to_pylist())
+        return True
 
     # ---- what the charts read -------------------------------------------------------------
     def trials(self) -> pd.DataFrame:
@@ -209,14 +208,14 @@ class ResultsCache:
         return frame.reset_index(drop=True)
 
     def _epoch_rows(self, trial_id: str) -> list[dict]:
-        tables = [self._read(f, "epochs") for _, f in sorted(self._epoch_index.get(trial_id, {}).items())]
+        tables = [self._read("epochs", name) for _, name in sorted(self._epoch_index.get(trial_id, {}).items())]
         return [r for t in tables if t is not None for r in t.to_pylist()]
 
     def epochs(self, trial_ids: list[str]) -> pd.DataFrame:
         """The ``epochs`` rows of these trials (read on first use, then only new files), by trial and epoch."""
         with self._lock:
-            tables = [self._read(f, "epochs") for t in trial_ids
-                      for _, f in sorted(self._epoch_index.get(t, {}).items())]
+            tables = [self._read("epochs", name) for t in trial_ids
+                      for _, name in sorted(self._epoch_index.get(t, {}).items())]
         tables = [t for t in tables if t is not None]
         if not tables:
             return EPOCH_SCHEMA.empty_table().to_pandas()
@@ -229,7 +228,11 @@ class ResultsCache:
             out = {}
             for t in ids:
                 epochs = self._class_index[t]
-                data = self._read(epochs[max(epochs)], "per_class")
+                last = max(epochs)
+                for e in epochs:  # a running trial's earlier epochs are not shown again: free them
+                    if e != last:
+                        self._tables.pop(("per_class", epochs[e]), None)
+                data = self._read("per_class", epochs[last])
                 if data is not None and data.num_rows:
                     out[t] = rank_sorted(data)
             return out
@@ -267,6 +270,11 @@ def rank_sorted(per_class: pa.Table) -> pa.Table:
 
 
 # ---- aggregation --------------------------------------------------------------------------------
+def finished_trials(trials: pd.DataFrame) -> pd.DataFrame:
+    """Trials with a ``trials`` row (completed, stopped or failed): a running trial's parameters are not known yet."""
+    return trials[trials["status"] != "running"] if "status" in trials else trials
+
+
 def param_columns(trials: pd.DataFrame) -> list[str]:
     """The ``param.*`` columns that vary, in store order (a parameter with one value drives nothing)."""
     return [c for c in trials.columns if c.startswith("param.") and trials[c].dropna().nunique() > 1]
@@ -400,6 +408,7 @@ def importance_study(trials: pd.DataFrame, metric: str, mode: str = "max"):
     """An Optuna study holding one complete trial per store trial that reported ``metric``."""
     import optuna
 
+    trials = finished_trials(trials)
     params = param_columns(trials)
     dists = _distributions(trials, params)
     study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
@@ -424,7 +433,7 @@ def param_importance(trials: pd.DataFrame, metric: str, mode: str = "max") -> tu
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = importance_study(trials, metric, mode)
     n = len(study.trials)
-    if n < 2 or not param_columns(trials):
+    if n < 2 or not param_columns(finished_trials(trials)):
         raise ValueError(f"parameter importance needs 2 or more complete trials with a varying parameter "
                          f"(have {n} with final {metric})")
     evaluators = [("mean decrease impurity", optuna.importance.MeanDecreaseImpurityImportanceEvaluator(seed=0))]
@@ -435,6 +444,8 @@ def param_importance(trials: pd.DataFrame, metric: str, mode: str = "max") -> tu
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 found = optuna.importance.get_param_importances(study, evaluator=evaluator)
+            if not found:
+                raise ValueError("no parameter is set in every trial, and Optuna scores only those")
             return {k: float(v) for k, v in found.items()}, name
         except (RuntimeError, ValueError, ZeroDivisionError) as exc:
             last = exc

@@ -83,8 +83,9 @@ def quality(params: dict, space: dict[str, dict]) -> float:
     return score + 1.0
 
 
-def _plan(n_trials: int, space: dict, ablation: tuple[list[str], int] | None, rng) -> list[SyntheticTrial]:
-    """Trial ids, parameters and statuses; the weakest third stops early, as ASHA would."""
+def _plan(n_trials: int, space: dict, ablation: tuple[list[str], int] | None, rng,
+          stopped: float = 0.33) -> list[SyntheticTrial]:
+    """Trial ids, parameters and statuses; the weakest ``stopped`` fraction stops early, as ASHA would."""
     if ablation:
         variants, seeds = ablation
         params = [{"variant": v, "seed": s} for v in variants for s in range(seeds)]
@@ -93,7 +94,7 @@ def _plan(n_trials: int, space: dict, ablation: tuple[list[str], int] | None, rn
     else:
         params = [sample_params(space, rng) for _ in range(n_trials)]
         scores = [quality(p, space) + rng.normal(0, 0.15) for p in params]
-    cut = np.quantile(scores, 0.33) if len(scores) > 2 else -math.inf
+    cut = np.quantile(scores, stopped) if len(scores) > 2 and stopped > 0 else -math.inf
     return [SyntheticTrial(f"{(i * 2654435761 + 97) % 2**32:08x}", p, q, 0, "stopped" if q < cut else "completed")
             for i, (p, q) in enumerate(zip(params, scores, strict=True))]
 
@@ -184,17 +185,19 @@ def _base_config(n_epochs: int, max_count: int, ratio: float) -> dict:
 def write_synthetic_store(root: str | Path, n_trials: int = 16, n_classes: int = 10, n_epochs: int = 5,
                           space: dict[str, dict] | None = None, seed: int = 0, *, max_count: int = 500,
                           imbalance_ratio: float = 100.0, objectives: tuple[str, ...] = ("acc",),
-                          ablation: tuple[list[str], int] | None = None, workers: int = 1) -> Location:
+                          ablation: tuple[list[str], int] | None = None, stopped: float = 0.33,
+                          workers: int = 1) -> Location:
     """Writes ``<root>/{sweep.yaml,trials,epochs,per_class}`` (and ``pareto.parquet`` for 2+ objectives).
 
     ``ablation=(variants, seeds)`` makes one trial per variant and seed with ``param.variant`` and
-    ``param.seed`` columns instead of sampled parameters. Returns the store's location.
+    ``param.seed`` columns instead of sampled parameters; the weakest ``stopped`` fraction of the
+    trials stops after a third of the epochs. Returns the store's location.
     """
     rng = np.random.default_rng(seed)
     space = dict(DEFAULT_SPACE if space is None else space)
     if ablation:
         space = {"variant": {"choice": list(ablation[0])}, "seed": {"int": [0, ablation[1] - 1]}}
-    trials = _plan(n_trials, space, ablation, rng)
+    trials = _plan(n_trials, space, ablation, rng, stopped)
     for t in trials:
         t.epochs_done = max(1, n_epochs // 3) if t.status == "stopped" else n_epochs
     counts = np.asarray(long_tail_counts(n_classes, max_count, imbalance_ratio), dtype=np.int64)
@@ -251,10 +254,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--workers", type=int, default=multiprocessing.cpu_count())
     parser.add_argument("--objectives", default="acc", help="comma-separated, e.g. acc,few_acc")
+    parser.add_argument("--stopped", type=float, default=0.33, help="fraction of trials stopped early")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     write_synthetic_store(args.out, args.trials, args.classes, args.epochs, workers=args.workers,
-                          objectives=tuple(args.objectives.split(",")))
+                          objectives=tuple(args.objectives.split(",")), stopped=args.stopped)
     print(f"wrote {args.out}: {args.trials} trials x {args.classes} classes x {args.epochs} epochs "
           f"in {time.perf_counter() - start:.1f}s")
     return 0

@@ -57,7 +57,8 @@ def test_callbacks_return_figures_for_a_selection(built):
     slices, pareto, pstyle = A.driver_figures(cache, "acc")
     assert len(slices.data) == 2 and pstyle["display"] == "none"
     assert len(A.parallel_figure(cache, "acc", "interactive").data[0].dimensions) == 3
-    assert A.parallel_figure(cache, "acc").data[-1].text.tolist() == ["t3", "t1", "t2"]  # best on top
+    lines = A.parallel_figure(cache, "acc").data[:-2]
+    assert [t.text[0] for t in lines] == ["t3", "t1", "t2"]  # the best drawn last, on top
     memo = A.Memo()
     imp = A.importance_figure(cache, memo, "acc")
     assert {*imp.data[0].y} == {"loss.temperature", "loss.contrastive"}

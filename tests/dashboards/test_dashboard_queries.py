@@ -161,6 +161,16 @@ def test_refresh_reads_only_new_files_and_follows_a_running_trial(cache, monkeyp
     assert sorted(read) == ["t4-epoch-0001.parquet", "t4-epoch-0002.parquet", "t4.parquet"]  # epoch 1 rewritten
 
 
+def test_running_trials_stay_out_of_what_drives_accuracy(cache):
+    write_known_trial(cache.root, "t8", {"loss.temperature": 0.3, "loss.contrastive": "psc"}, [[0.5] * 4],
+                      with_row=False)
+    cache.refresh()
+    trials = cache.trials()
+    assert "t8" in set(trials.trial_id) and "t8" not in set(q.finished_trials(trials).trial_id)
+    found, _ = q.param_importance(trials, "acc")  # the running trial's unknown params would empty it
+    assert set(found) == {"param.loss.temperature", "param.loss.contrastive"}
+
+
 def test_half_written_and_foreign_files_are_skipped_with_a_warning(cache):
     good = (cache.root / "trials" / "t1.parquet").read_bytes()
     (cache.root / "trials" / "half.parquet").write_bytes(good[: len(good) // 2])
