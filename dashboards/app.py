@@ -363,7 +363,8 @@ def create_app(results_path: str | Path | Location, refresh_s: float = 5.0) -> D
 
 def _build(results_path: str | Path | Location, refresh_s: float) -> tuple[Dash, q.ResultsCache]:
     if not Location.of(results_path).exists():
-        raise StoreError(f"RESULTS: {results_path} does not exist")
+        raise StoreError(f"RESULTS: {results_path} does not exist; give a sweep's results folder "
+                         f"(e.g. runs/sweeps/NAME/results) or the sweep folder above it")
     cache = q.ResultsCache(results_path)
     cache.refresh()
     app = Dash(__name__, title="hybridlt dashboard", update_title=None)

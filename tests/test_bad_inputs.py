@@ -189,7 +189,7 @@ CASES = {
                            "exists; pass --force"),
     "export unknown metric": (lambda t: ["export-best", str(store(t)), "--metric", "few_acc", "-o", str(t / "o.yaml")],
                               "no trial reported 'few_acc'"),
-    "dashboard of no store": (lambda t: ["dashboard", str(t / "nowhere")], "not a hybridlt results store"),
+    "dashboard of no store": (lambda t: ["dashboard", str(t / "nowhere")], "nowhere does not exist; give a sweep"),
 }
 
 
