@@ -15,11 +15,11 @@ import math
 from pathlib import Path
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from sweep.config import ConfigError, RunConfig, apply_overrides, format_validation_error, read_yaml
+from sweep.config import ConfigError, RunConfig, apply_overrides, validate_run_config
 from sweep.results import GROUP_METRICS, open_store, read_dataset
-from sweep.spec import Resources, Strict, SweepSpec, load_base
+from sweep.spec import Resources, Strict, SweepSpec, read_spec
 from sweep.store import Location, write_text_atomic
 
 METRIC_NAMES = {"acc": "overall", "balanced_acc": "balanced", "many_acc": "many", "medium_acc": "medium",
@@ -54,20 +54,9 @@ class AblationSpec(Strict):
 
 def load_ablation_spec(path: str | Path, overrides: list[str] = ()) -> tuple[AblationSpec, RunConfig]:
     """Read an ablation spec and check every variant's config before Ray starts."""
-    path = Path(path)
-    raw = apply_overrides(read_yaml(path, "ablation spec"), list(overrides))
-    try:
-        spec = AblationSpec.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, str(path))) from None
-    base = load_base(spec, path.resolve().parent)
-    from sweep.config import validate_run_config
-
+    spec, base = read_spec(path, overrides, AblationSpec, "ablation spec")
     for name, sets in spec.variants.items():
-        try:
-            validate_run_config(apply_overrides(base.model_dump(mode="json"), list(sets)), f"variants.{name}")
-        except ConfigError as exc:
-            raise ConfigError(str(exc)) from None
+        validate_run_config(apply_overrides(base.model_dump(mode="json"), list(sets)), f"variants.{name}")
     return spec, base
 
 

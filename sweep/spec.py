@@ -211,14 +211,19 @@ def load_base(spec, spec_dir: Path) -> RunConfig:
     return validate_run_config(apply_overrides(raw, spec.overrides), source)
 
 
-def load_sweep_spec(path: str | Path, overrides: list[str] = ()) -> tuple[SweepSpec, RunConfig]:
-    """Read and check a sweep spec: the spec itself, its base config and its space."""
+def read_spec(path: str | Path, overrides: list[str], model: type[BaseModel], what: str):
+    """A spec file (sweep or ablation) with ``--set`` overrides, validated, and its base run config."""
     path = Path(path)
-    raw = apply_overrides(read_yaml(path, "sweep spec"), list(overrides))
+    raw = apply_overrides(read_yaml(path, what), list(overrides))
     try:
-        spec = SweepSpec.model_validate(raw)
+        spec = model.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, str(path))) from None
-    base = load_base(spec, path.resolve().parent)
+    return spec, load_base(spec, path.resolve().parent)
+
+
+def load_sweep_spec(path: str | Path, overrides: list[str] = ()) -> tuple[SweepSpec, RunConfig]:
+    """Read and check a sweep spec: the spec itself, its base config and its space."""
+    spec, base = read_spec(path, overrides, SweepSpec, "sweep spec")
     _check_space(spec, base)
     return spec, base
