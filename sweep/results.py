@@ -95,11 +95,16 @@ class ResultsWriter:
         write_text_atomic(yaml.safe_dump(doc, sort_keys=False), self.root / "sweep.yaml")
 
 
-def read_dataset(root: str | Path | Location, table: str) -> pa.Table | None:
-    """A table of a results store, skipping (with a warning) files that are not ours or not whole."""
+def read_dataset(root: str | Path | Location, table: str, name_prefix: str = "") -> pa.Table | None:
+    """A table of a results store, skipping (with a warning) files that are not ours or not whole.
+
+    ``name_prefix`` reads only the files whose names start with it (``"<trial_id>-epoch-"``: one trial).
+    """
     folder = Location.of(root) / table
     good = []
     for loc in folder.files(".parquet"):
+        if not loc.name.startswith(name_prefix):
+            continue
         try:
             schema = pq.read_schema(loc.path, filesystem=loc.fs)
         except (pa.ArrowInvalid, OSError) as exc:

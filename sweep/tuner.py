@@ -127,8 +127,8 @@ def _error_line(trial) -> str:
 class StoreCallback:
     """Driver-side Tune callback: one ``trials`` row per finished trial, and the terminal progress."""
 
-    def __init__(self, spec: SweepSpec, root: Location, schema: pa.Schema, epochs: int, show=None):
-        self.spec, self.root, self.schema, self.epochs = spec, root, schema, epochs
+    def __init__(self, spec: SweepSpec, base, variants: dict | None, root: Location, schema: pa.Schema, show=None):
+        self.spec, self.base, self.variants, self.root, self.schema = spec, base, variants, root, schema
         self.show = show
         self.counts = {"completed": 0, "stopped": 0, "failed": 0}
         self.started: set[str] = set()
@@ -138,16 +138,14 @@ class StoreCallback:
         return {**self.__dict__, "show": None}  # the console display is not pickled into tuner.pkl
 
     def row(self, trial_id: str, config: dict, status: str, error: str | None, wall: float | None) -> dict:
-        epochs = read_dataset(self.root, "epochs")
-        rows = []
-        if epochs is not None:
-            rows = sorted((r for r in epochs.to_pylist() if r["trial_id"] == trial_id), key=lambda r: r["epoch"])
+        epochs = read_dataset(self.root, "epochs", name_prefix=f"{trial_id}-epoch-")  # this trial's files only
+        rows = sorted(epochs.to_pylist(), key=lambda r: r["epoch"]) if epochs is not None else []
         summary = trial_summary(rows)
         from sweep.spec import apply_params
 
-        planned = self.epochs
+        planned = self.base.train.epochs
         try:
-            trial_cfg = apply_params(self.spec_base, config, self.variants)
+            trial_cfg = apply_params(self.base, config, self.variants)
             config_yaml, planned = trial_cfg.to_yaml(), trial_cfg.train.epochs  # epochs may be searched
         except Exception:  # a config that failed validation still gets its row, with the error
             config_yaml = None
@@ -219,9 +217,7 @@ def run_sweep(spec: SweepSpec, base, resume: bool = False, address: str | None =
     total = ray.cluster_resources()
     concurrency = concurrency_for(spec, total.get("CPU", 0), total.get("GPU", 0), total_trials(spec, param_space))
 
-    params = {path: [v for v in p.values] if p.kind in ("choice", "grid") else p.values
-              for path, p in spec.space.items()}
-    types = {path: param_type(values) for path, values in params.items()}
+    types = {path: param_type(p.values) for path, p in spec.space.items()}
     if param_space:
         types.update({path: param_type(values) for path, values in param_space.items()})
     schema = trials_schema(types)
@@ -238,8 +234,7 @@ def run_sweep(spec: SweepSpec, base, resume: bool = False, address: str | None =
         resources = {"CPU": r.cpus_per_worker, **({"GPU": r.gpus_per_worker} if r.gpus_per_worker else {})}
     trainable = tune.with_resources(tune.with_parameters(trial_main, ctx=ctx), resources)
 
-    callback = make_callback_class()(spec, root, schema, base.train.epochs, show)
-    callback.spec_base, callback.variants = base, variants
+    callback = make_callback_class()(spec, base, variants, root, schema, show)
     if resume:
         tuner = tune.Tuner.restore(exp_dir, trainable, resume_unfinished=True, resume_errored=False)
         if show:  # the restored callback lost its display when it was pickled
@@ -250,7 +245,7 @@ def run_sweep(spec: SweepSpec, base, resume: bool = False, address: str | None =
         tuner = _new_tuner(spec, base, trainable, [callback, *(callbacks or [])], concurrency, storage, param_space)
     started = time.time()
     grid = tuner.fit()
-    _reconcile(grid, callback, root)
+    _reconcile(grid, callback)
     if len(spec.objective.metrics) > 1:
         _write_pareto(spec, root)
     trials = read_dataset(root, "trials")
@@ -300,14 +295,12 @@ def _max_epochs(spec: SweepSpec, base) -> int:
     return int(max(param.values)) if param is not None else base.train.epochs
 
 
-def _reconcile(grid, callback: StoreCallback, root: Location) -> None:
-    """Write the rows a killed driver never wrote: every finished trial has exactly one."""
-    trials = read_dataset(root, "trials")
-    have = set(trials.column("trial_id").to_pylist()) if trials is not None else set()
+def _reconcile(grid, callback: StoreCallback) -> None:
+    """Write the rows a killed driver never wrote (``write`` skips trials that have theirs)."""
     for result in grid:
-        trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name
-        if trial_id in have or not result.metrics:
+        if not result.metrics:
             continue
+        trial_id = result.metrics.get("trial_id") or Path(result.path).name
         status = "failed" if result.error else "completed"
         error = str(result.error).strip().splitlines()[-1] if result.error else None
         callback.write(trial_id, result.config or {}, result.metrics, status, error)

@@ -116,8 +116,7 @@ def trained_store(tmp_path: Path) -> Location:
     root = Location.of(tmp_path / "sweeps" / "tiny" / "results")
     types = {path: param_type(list(p.values)) for path, p in spec.space.items()}
     ResultsWriter(root).sweep_yaml(spec.model_dump(mode="json"), base.model_dump(mode="json"), types)
-    callback = StoreCallback(spec, root, trials_schema(types), base.train.epochs)
-    callback.spec_base, callback.variants = base, None
+    callback = StoreCallback(spec, base, None, root, trials_schema(types))
     last_trial = len(TRAINED_PARAMS) - 1
     for i, params in enumerate(TRAINED_PARAMS):
         trial_id = f"{0x5eed0000 + i:08x}"
