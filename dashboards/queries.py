@@ -20,17 +20,22 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 import yaml
 
-from sweep.results import GROUP_METRICS, StoreError, open_store, pareto_front, trial_summary, trials_schema
-from sweep.store import EPOCH_SCHEMA, PER_CLASS_SCHEMA, Location
+from sweep.results import (
+    GROUP_METRICS,
+    StoreError,
+    open_store,
+    pareto_front,
+    read_table_file,
+    trial_summary,
+    trials_schema,
+)
+from sweep.store import EPOCH_SCHEMA, Location
 
 EPOCH_FILE = re.compile(r"^(?P<trial>.+)-epoch-(?P<epoch>\d+)\.parquet$")
 GROUPS = ("many", "medium", "few")
 METRICS = GROUP_METRICS
-REQUIRED = {"trials": {"trial_id", "status"}, "epochs": {"trial_id", "epoch"},
-            "per_class": {"trial_id", "class_index", "train_count", "accuracy"}, "pareto": {"trial_id"}}
 FANOVA_MAX_TRIALS = 200
 
 
@@ -45,30 +50,6 @@ def list_folder(folder: Location) -> Listing:
         return {}
     return {i.base_name: (i.size, i.mtime_ns or 0) for i in infos
             if i.size is not None and i.base_name.endswith(".parquet") and not i.base_name.startswith((".", "_"))}
-
-
-def read_table_file(loc: Location, table: str) -> pa.Table | None:
-    """One Parquet file of ``table``, or None (with a warning) when it is unreadable or not ours."""
-    try:
-        with loc.fs.open_input_file(loc.path) as f:
-            data = pq.ParquetFile(f).read(use_threads=False)
-    except (pa.ArrowInvalid, OSError) as exc:
-        warnings.warn(f"results store: skipping {loc}: not a readable Parquet file ({exc})", stacklevel=2)
-        return None
-    missing = REQUIRED[table] - set(data.schema.names)
-    if missing:
-        warnings.warn(f"results store: skipping {loc}: not a hybridlt {table} file "
-                      f"(no {', '.join(sorted(missing))} column)", stacklevel=2)
-        return None
-    schema = {"epochs": EPOCH_SCHEMA, "per_class": PER_CLASS_SCHEMA}.get(table)
-    return data if schema is None else conform(data, schema)
-
-
-def conform(data: pa.Table, schema: pa.Schema) -> pa.Table:
-    """``data`` with exactly ``schema``'s columns: missing ones null, others cast."""
-    cols = [data.column(f.name).cast(f.type) if f.name in data.schema.names else pa.nulls(data.num_rows, f.type)
-            for f in schema]
-    return pa.Table.from_arrays(cols, schema=schema)
 
 
 def epoch_files(names: list[str], folder: Location, table: str) -> dict[str, dict[int, str]]:

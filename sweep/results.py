@@ -14,7 +14,6 @@ import warnings
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import yaml
 
@@ -95,29 +94,43 @@ class ResultsWriter:
         write_text_atomic(yaml.safe_dump(doc, sort_keys=False), self.root / "sweep.yaml")
 
 
+REQUIRED = {"trials": {"trial_id", "status"}, "epochs": {"trial_id", "epoch"},
+            "per_class": {"trial_id", "class_index", "train_count", "accuracy"}, "pareto": {"trial_id"}}
+
+
+def conform(data: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``data`` with exactly ``schema``'s columns: missing ones null, others cast."""
+    cols = [data.column(f.name).cast(f.type) if f.name in data.schema.names else pa.nulls(data.num_rows, f.type)
+            for f in schema]
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+def read_table_file(loc: Location, table: str) -> pa.Table | None:
+    """One Parquet file of ``table``, or None (with a warning naming it) when it is unreadable or not ours."""
+    try:
+        with loc.fs.open_input_file(loc.path) as f:
+            data = pq.ParquetFile(f).read(use_threads=False)
+    except (pa.ArrowInvalid, OSError) as exc:
+        warnings.warn(f"results store: skipping {loc}: not a readable Parquet file ({exc})", stacklevel=2)
+        return None
+    missing = REQUIRED[table] - set(data.schema.names)
+    if missing:
+        warnings.warn(f"results store: skipping {loc}: not a hybridlt {table} file "
+                      f"(no {', '.join(sorted(missing))} column)", stacklevel=2)
+        return None
+    schema = TABLES.get(table)
+    return data if schema is None else conform(data, schema)
+
+
 def read_dataset(root: str | Path | Location, table: str, name_prefix: str = "") -> pa.Table | None:
     """A table of a results store, skipping (with a warning) files that are not ours or not whole.
 
     ``name_prefix`` reads only the files whose names start with it (``"<trial_id>-epoch-"``: one trial).
     """
     folder = Location.of(root) / table
-    good = []
-    for loc in folder.files(".parquet"):
-        if not loc.name.startswith(name_prefix):
-            continue
-        try:
-            schema = pq.read_schema(loc.path, filesystem=loc.fs)
-        except (pa.ArrowInvalid, OSError) as exc:
-            warnings.warn(f"results store: skipping {loc}: not a readable Parquet file ({exc})", stacklevel=2)
-            continue
-        if "trial_id" not in schema.names:
-            warnings.warn(f"results store: skipping {loc}: not a hybridlt {table} file", stacklevel=2)
-            continue
-        good.append(loc.path)
-    if not good:
-        return None
-    schema = TABLES.get(table) or pq.read_schema(good[0], filesystem=folder.fs)
-    return ds.dataset(good, format="parquet", schema=schema, filesystem=folder.fs).to_table()
+    parts = [read_table_file(loc, table) for loc in folder.files(".parquet") if loc.name.startswith(name_prefix)]
+    parts = [p for p in parts if p is not None]
+    return pa.concat_tables(parts, promote_options="default") if parts else None
 
 
 def open_store(where: str | Path) -> Location:
