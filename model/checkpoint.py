@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -44,3 +45,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
         raise CheckpointError(f"checkpoint {path}: not a hybridlt checkpoint (keys 'model' and 'epoch' expected)")
     return state
+
+
+def load_newest_readable(candidates: Iterable, warn: Callable[[str], None],
+                         load: Callable[..., dict] = load_checkpoint) -> dict | None:
+    """The state of the first of ``candidates`` (newest first) that ``load`` can read; every unreadable
+    one (truncated, corrupted) is named in a ``warn`` line and skipped. None when none is readable."""
+    for candidate in candidates:
+        try:
+            return load(candidate)
+        except CheckpointError as exc:
+            warn(f"warning: {exc}; falling back to an earlier checkpoint")
+    return None

@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from model.checkpoint import load_newest_readable, save_checkpoint
 from sweep.build import build_run
 from sweep.config import ConfigError, RunConfig, load_run_config, validate_run_config
 from sweep.results import ResultsWriter
@@ -32,12 +32,7 @@ def checkpoints(run_dir: Path) -> list[Path]:
 
 def latest_good_checkpoint(run_dir: Path, warn: Callable[[str], None] = print) -> dict | None:
     """The newest readable checkpoint; unreadable ones are named in a warning and skipped."""
-    for path in reversed(checkpoints(run_dir)):
-        try:
-            return load_checkpoint(path)
-        except CheckpointError as exc:
-            warn(f"warning: {exc}; falling back to an earlier checkpoint")
-    return None
+    return load_newest_readable(reversed(checkpoints(run_dir)), warn)
 
 
 def prepare_run_dir(run_dir: Path, cfg: RunConfig | None, resume: bool) -> RunConfig:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from model.checkpoint import CheckpointError, load_checkpoint, load_newest_readable, save_checkpoint
 from sweep.build import build_run
 from sweep.config import RunConfig, validate_run_config
 from sweep.results import ResultsWriter
@@ -76,18 +76,24 @@ def restore_state(checkpoint) -> dict | None:
     infos = parent.fs.get_file_info(pafs.FileSelector(parent.path)) if parent.is_dir() else []
     older = sorted((i.path for i in infos if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_")
                     and i.path != folder.path), reverse=True)
-    for path in [folder.path, *older]:
-        candidate = Location(folder.fs, path) / CKPT_NAME
-        try:
-            if candidate.is_local:
-                return load_checkpoint(candidate.path)
-            with tempfile.TemporaryDirectory() as tmp:
-                Path(tmp, CKPT_NAME).write_bytes(candidate.read_bytes())
-                return load_checkpoint(Path(tmp) / CKPT_NAME)
-        except (CheckpointError, OSError) as exc:
-            print(f"warning: {exc}; falling back to an earlier checkpoint", file=sys.stderr, flush=True)
-    print("warning: no readable checkpoint; the trial starts from epoch 1", file=sys.stderr, flush=True)
-    return None
+    candidates = [Location(folder.fs, path) / CKPT_NAME for path in [folder.path, *older]]
+    state = load_newest_readable(candidates, lambda line: print(line, file=sys.stderr, flush=True), _load_location)
+    if state is None:
+        print("warning: no readable checkpoint; the trial starts from epoch 1", file=sys.stderr, flush=True)
+    return state
+
+
+def _load_location(candidate: Location) -> dict:
+    """``load_checkpoint`` for a file on any filesystem (a remote one is copied to a temp file first)."""
+    if candidate.is_local:
+        return load_checkpoint(candidate.path)
+    try:
+        data = candidate.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"checkpoint {candidate}: unreadable ({exc})") from exc
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, CKPT_NAME).write_bytes(data)
+        return load_checkpoint(Path(tmp) / CKPT_NAME)
 
 
 def _quiet_ray() -> None:
