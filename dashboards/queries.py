@@ -25,9 +25,12 @@ import yaml
 from sweep.results import (
     GROUP_METRICS,
     StoreError,
+    best_trial,
+    exported_config,
     open_store,
     pareto_front,
     read_table_file,
+    sweep_objective,
     trial_summary,
     trials_schema,
 )
@@ -224,11 +227,7 @@ class ResultsCache:
 
     def objective(self) -> tuple[list[str], list[str]]:
         """The sweep's objective metrics and modes, from ``sweep.yaml`` (``acc``/``max`` when unknown)."""
-        obj = (self.sweep_doc.get("spec") or {}).get("objective") or {}
-        metrics, modes = obj.get("metric", "acc"), obj.get("mode", "max")
-        metrics = metrics if isinstance(metrics, list) else [metrics]
-        modes = modes if isinstance(modes, list) else [modes] * len(metrics)
-        return metrics, modes
+        return sweep_objective(self.sweep_doc)
 
     def group_thresholds(self) -> tuple[int, int] | None:
         """``(many_above, few_below)`` of the sweep's base config, when ``sweep.yaml`` has them."""
@@ -435,26 +434,19 @@ def param_importance(trials: pd.DataFrame, metric: str, mode: str = "max") -> tu
 
 # ---- best config --------------------------------------------------------------------------------
 def best_trial_id(trials: pd.DataFrame, metric: str, mode: str = "max") -> str | None:
-    """The best trial by final ``metric``: completed trials first (as ``export-best`` picks)."""
-    col = f"final_{metric}"
-    scored = trials[trials[col].notna()]
-    done = scored[scored["status"] == "completed"]
-    pool = done if len(done) else scored
-    if pool.empty:
+    """The best trial by final ``metric``, picked as ``export-best`` picks it."""
+    if f"final_{metric}" not in trials:
         return None
-    return str(pool.loc[pool[col].idxmax() if mode == "max" else pool[col].idxmin(), "trial_id"])
+    best = best_trial(trials.to_dict("records"), metric, mode)
+    return None if best is None else str(best["trial_id"])
 
 
 def export_yaml(trials: pd.DataFrame, trial_id: str, root: Location | str, metric: str) -> str:
-    """The YAML ``hybridlt export-best`` would write for this trial (its resolved config, named ``<name>-best``)."""
-    from sweep.cli import load_run_config_text
-
-    row = trials.set_index("trial_id").loc[trial_id]
-    text = row.get("config_yaml")
-    cfg = load_run_config_text(text if isinstance(text, str) else None, trial_id)
-    value = row.get(f"final_{metric}")
-    shown = "-" if value is None or pd.isna(value) else f"{100 * value:.1f}"
-    return f"# trial {trial_id} of {root}: final {metric} {shown}%\n" + cfg.to_yaml()
+    """The YAML ``hybridlt export-best`` would write for this trial."""
+    rows = trials[trials["trial_id"] == trial_id]
+    if rows.empty:
+        raise KeyError(trial_id)
+    return exported_config(rows.iloc[0].to_dict(), root, metric)
 
 
 def group_boundaries(m: ClassMatrix, thresholds: tuple[int, int] | None) -> list[tuple[float, str]]:

@@ -148,13 +148,13 @@ def _sweep_display(metric: str, total: int):
 
 
 def best_trial(trials: list[dict], metric: str, mode: str) -> dict:
-    """The best trial by its final ``metric``; completed trials first, then any that reported."""
-    key = f"final_{metric}"
-    scored = [t for t in trials if t.get(key) is not None and t[key] == t[key]]
-    finished = [t for t in scored if t["status"] == "completed"] or scored
-    if not finished:
+    """``sweep.results.best_trial``, or a user error when no trial reported ``metric``."""
+    from sweep.results import best_trial as pick
+
+    best = pick(trials, metric, mode)
+    if best is None:
         raise ConfigError(f"--metric: no trial reported {metric!r}")
-    return (max if mode == "max" else min)(finished, key=lambda t: t[key])
+    return best
 
 
 def trials_table(trials: list[dict], metric: str, mode: str, limit: int = 10) -> Table:
@@ -200,7 +200,7 @@ def cmd_sweep(args) -> int:
 def cmd_export_best(args) -> int:
     import yaml
 
-    from sweep.results import open_store, read_dataset
+    from sweep.results import exported_config, open_store, read_dataset, sweep_objective
     from sweep.store import write_text_atomic
 
     root = open_store(args.results)
@@ -209,32 +209,15 @@ def cmd_export_best(args) -> int:
         raise ConfigError(f"RESULTS: {root} holds no finished trial yet")
     sweep_file = root / "sweep.yaml"
     sweep_doc = yaml.safe_load(sweep_file.read_bytes()) if sweep_file.exists() else {}
-    objective = (sweep_doc.get("spec") or {}).get("objective") or {}
-    default_metric = objective.get("metric", "acc")
-    metric = args.metric or (default_metric[0] if isinstance(default_metric, list) else default_metric)
-    default_mode = objective.get("mode", "max")
-    mode = args.mode or (default_mode[0] if isinstance(default_mode, list) else default_mode)
+    metrics, modes = sweep_objective(sweep_doc)
+    metric, mode = args.metric or metrics[0], args.mode or modes[0]
     best = best_trial(trials.to_pylist(), metric, mode)
     out = Path(args.output)
     if out.exists() and not args.force:
         raise FileExistsError(f"-o: {out} exists; pass --force to overwrite it")
-    cfg = load_run_config_text(best["config_yaml"], best["trial_id"])
-    header = (f"# best trial {best['trial_id']} of {root} by final {metric} ({mode}): "
-              f"{_pct(best.get('final_' + metric))}%\n")
-    write_text_atomic(header + cfg.to_yaml(), out)
+    write_text_atomic(exported_config(best, root, metric), out)
     console.print(f"wrote {out}: trial {best['trial_id']}, final {metric} {_pct(best.get('final_' + metric))}%")
     return 0
-
-
-def load_run_config_text(text: str | None, trial_id: str):
-    import yaml
-
-    from sweep.config import validate_run_config
-
-    if not text:
-        raise ConfigError(f"trial {trial_id}: no resolved config was stored")
-    cfg = validate_run_config(yaml.safe_load(text), f"trial {trial_id}")
-    return cfg.model_copy(update={"name": f"{cfg.name}-best"})
 
 
 def ablation_table(rows: list[dict], reference: str, title: str) -> Table:

@@ -167,3 +167,34 @@ def pareto_front(points: list[tuple[str, list[float]]], modes: list[str]) -> lis
         if not dominated:
             front.append(tid)
     return front
+
+
+def sweep_objective(sweep_doc: dict) -> tuple[list[str], list[str]]:
+    """The objective metrics and modes recorded in ``sweep.yaml`` (``acc`` / ``max`` when unknown)."""
+    obj = (sweep_doc.get("spec") or {}).get("objective") or {}
+    metrics, modes = obj.get("metric", "acc"), obj.get("mode", "max")
+    metrics = metrics if isinstance(metrics, list) else [metrics]
+    return metrics, modes if isinstance(modes, list) else [modes] * len(metrics)
+
+
+def best_trial(trials: list[dict], metric: str, mode: str) -> dict | None:
+    """The best trial row by its final ``metric``: completed trials first, then any that reported it."""
+    key = f"final_{metric}"
+    scored = [t for t in trials if t.get(key) is not None and t[key] == t[key]]  # NaN != NaN
+    pool = [t for t in scored if t["status"] == "completed"] or scored
+    return (max if mode == "max" else min)(pool, key=lambda t: t[key]) if pool else None
+
+
+def exported_config(row: dict, root, metric: str) -> str:
+    """What ``hybridlt export-best`` writes for a trial row: a comment line, then its resolved run
+    config named ``<name>-best``, ready for ``hybridlt train --config``."""
+    from sweep.config import ConfigError, validate_run_config
+
+    text = row.get("config_yaml")
+    if not isinstance(text, str) or not text:
+        raise ConfigError(f"trial {row['trial_id']}: no resolved config was stored")
+    cfg = validate_run_config(yaml.safe_load(text), f"trial {row['trial_id']}")
+    cfg = cfg.model_copy(update={"name": f"{cfg.name}-best"})
+    value = row.get(f"final_{metric}")
+    shown = "-" if value is None or value != value else f"{100 * value:.1f}"
+    return f"# trial {row['trial_id']} of {root}: final {metric} {shown}%\n" + cfg.to_yaml()
