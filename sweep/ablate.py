@@ -129,21 +129,29 @@ def _fmt(x, digits=2) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
-def report_markdown(rows: list[dict], reference: str, title: str) -> str:
+def report_cells(rows: list[dict], with_ci: bool = True) -> tuple[list[str], list[list[str]]]:
+    """The ablation table as text: a header and one row per variant (n, ``mean ± std`` per metric with
+    the 95% CI if asked, then Δ and p against the reference for overall and few-shot accuracy)."""
     metrics = list(dict.fromkeys(r["metric"] for r in rows))
-    lines = [f"### {title}", "", f"Top-1 % at the last epoch, mean ± std over seeds [95% CI]; Δ and p: paired t-test "
-             f"over seeds against `{reference}`.", "",
-             "| variant | n | " + " | ".join(metrics) + " | Δ overall | p overall | Δ few | p few |",
-             "|" + "---|" * (len(metrics) + 6)]
+    header = ["variant", "n", *metrics, "Δ overall", "p overall", "Δ few", "p few"]
+    body = []
     for variant in dict.fromkeys(r["variant"] for r in rows):
         cells = {r["metric"]: r for r in rows if r["variant"] == variant}
-        first = next(iter(cells.values()))
-        parts = [f"{_fmt(c['mean'])} ± {_fmt(c['std'])} [{_fmt(c['ci95_low'], 1)}, {_fmt(c['ci95_high'], 1)}]"
+        stats = [f"{_fmt(c['mean'])} ± {_fmt(c['std'])}"
+                 + (f" [{_fmt(c['ci95_low'], 1)}, {_fmt(c['ci95_high'], 1)}]" if with_ci else "")
                  for c in cells.values()]
         ov, few = cells.get("overall", {}), cells.get("few", {})
         tests = [_fmt(ov.get("diff_vs_ref")), _fmt(ov.get("p_paired"), 3), _fmt(few.get("diff_vs_ref")),
                  _fmt(few.get("p_paired"), 3)]
-        lines.append(f"| {variant} | {first['n']} | " + " | ".join(parts + tests) + " |")
+        body.append([variant, str(next(iter(cells.values()))["n"]), *stats, *tests])
+    return header, body
+
+
+def report_markdown(rows: list[dict], reference: str, title: str) -> str:
+    header, body = report_cells(rows)
+    lines = [f"### {title}", "", f"Top-1 % at the last epoch, mean ± std over seeds [95% CI]; Δ and p: paired t-test "
+             f"over seeds against `{reference}`.", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
     return "\n".join(lines) + "\n"
 
 

@@ -221,19 +221,14 @@ def cmd_export_best(args) -> int:
 
 
 def ablation_table(rows: list[dict], reference: str, title: str) -> Table:
-    from sweep.ablate import _fmt
+    from sweep.ablate import report_cells
 
-    metrics = list(dict.fromkeys(r["metric"] for r in rows))
+    header, body = report_cells(rows, with_ci=False)
     table = Table(title=f"{title}: mean ± std over seeds (%), paired t-test vs {reference}")
-    for col in ("variant", "n", *metrics, "Δ overall", "p", "Δ few", "p few"):
+    for col in header:
         table.add_column(col, justify="left" if col == "variant" else "right")
-    for variant in dict.fromkeys(r["variant"] for r in rows):
-        cells = {r["metric"]: r for r in rows if r["variant"] == variant}
-        ov, few = cells.get("overall", {}), cells.get("few", {})
-        table.add_row(variant, str(next(iter(cells.values()))["n"]),
-                      *[f"{_fmt(c['mean'])} ± {_fmt(c['std'])}" for c in cells.values()],
-                      _fmt(ov.get("diff_vs_ref")), _fmt(ov.get("p_paired"), 3), _fmt(few.get("diff_vs_ref")),
-                      _fmt(few.get("p_paired"), 3))
+    for row in body:
+        table.add_row(*row)
     return table
 
 

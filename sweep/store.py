@@ -1,8 +1,9 @@
 """Parquet tables of per-epoch and per-class results, each file written atomically.
 
-A table is a directory of Parquet files, one per write (``epoch-0001.parquet`` ...), never
+A table is a directory of Parquet files, one per write (``<trial_id>-epoch-0001.parquet`` ...), never
 rewritten in place: ``pyarrow.dataset.dataset(dir)``, pandas and DuckDB read it whole.
-Files starting with ``.`` are temporary and invisible to those readers.
+Files starting with ``.`` are temporary and invisible to those readers. ``Location`` writes them
+on a local disk or any pyarrow filesystem (``s3://``).
 """
 
 from __future__ import annotations
