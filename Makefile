@@ -31,7 +31,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
 lint: $(STAMP)
-	$(BIN)/ruff check model data sweep dashboards tests bench
+	$(BIN)/ruff check hybridlt model data sweep dashboards tests bench
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

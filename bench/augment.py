@@ -18,7 +18,7 @@ from common import best_time, device_name, write_table
 from PIL import Image
 from torchvision import transforms as T
 
-from data.augment import BatchAugment
+from hybridlt.data.augment import BatchAugment
 
 MEAN, STD = [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]
 

@@ -28,9 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dashboards import queries as q  # noqa: E402
-from dashboards.app import GRAPHS  # noqa: E402
-from dashboards.synthetic import write_synthetic_store  # noqa: E402
+from hybridlt.dashboards import queries as q  # noqa: E402
+from hybridlt.dashboards.app import GRAPHS  # noqa: E402
+from tests.dashboards.synthetic import write_synthetic_store  # noqa: E402
 
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 RENDERED = """ids => ids.every(id => {
@@ -79,7 +79,7 @@ def serve(store: Path, port: int) -> tuple[subprocess.Popen, float]:
     """``hybridlt dashboard`` in its own process; returns it and the seconds until it served the first
     layout, once its background warm-up has had time to finish."""
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "sweep.cli", "dashboard", str(store), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "hybridlt.cli", "dashboard", str(store), "--port", str(port)],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 180
     while time.time() < deadline:

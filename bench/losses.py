@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from common import ROOT, device_name, sync, write_table
 
-from model.losses import MPSCLoss, PSCLoss, SupConLoss
+from hybridlt.model.losses import MPSCLoss, PSCLoss, SupConLoss
 
 DIM, VIEWS, TAU = 128, 2, 0.1
 

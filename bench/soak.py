@@ -22,9 +22,9 @@ sys.path.insert(0, str(ROOT))
 import psutil  # noqa: E402
 from ray.tune import Callback  # noqa: E402
 
-from sweep.results import read_dataset  # noqa: E402
-from sweep.spec import SweepSpec, load_base  # noqa: E402
-from sweep.tuner import run_sweep, start_ray  # noqa: E402
+from hybridlt.sweep.results import read_dataset  # noqa: E402
+from hybridlt.sweep.spec import SweepSpec, load_base  # noqa: E402
+from hybridlt.sweep.tuner import run_sweep, start_ray  # noqa: E402
 
 
 class Memory(Callback):

@@ -21,10 +21,10 @@ from common import device_name, sync, write_table
 from PIL import Image
 from torchvision import transforms as T
 
-from data.augment import BatchAugment
-from model.hybrid import HybridObjective, create_hybrid_net
-from model.losses import CrossEntropy, SupConLoss
-from model.optim import build_optimizer
+from hybridlt.data.augment import BatchAugment
+from hybridlt.model.hybrid import HybridObjective, create_hybrid_net
+from hybridlt.model.losses import CrossEntropy, SupConLoss
+from hybridlt.model.optim import build_optimizer
 
 MEAN, STD = [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]
 RESNET50_FWD_GFLOP_224 = 4.1  # multiply-adds x 2 at 224x224; forward + backward ~ 3x forward

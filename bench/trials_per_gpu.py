@@ -20,17 +20,17 @@ from common import device_name, write_table
 def trial(rank: int, args, queue) -> None:
     import numpy as np
 
-    from data.augment import BatchAugment
-    from data.long_tail import class_counts, shot_groups
-    from data.memory import InMemoryData
-    from data.samplers import create_sampler
-    from data.streams import InMemoryStreams
-    from model.curriculum import Curriculum
-    from model.evaluate import accuracy_report, count_correct
-    from model.hybrid import HybridObjective, create_hybrid_net
-    from model.losses import CrossEntropy, SupConLoss
-    from model.optim import build_optimizer, build_scheduler
-    from model.train import Trainer
+    from hybridlt.data.augment import BatchAugment
+    from hybridlt.data.long_tail import class_counts, shot_groups
+    from hybridlt.data.memory import InMemoryData
+    from hybridlt.data.samplers import create_sampler
+    from hybridlt.data.streams import InMemoryStreams
+    from hybridlt.model.curriculum import Curriculum
+    from hybridlt.model.evaluate import accuracy_report, count_correct
+    from hybridlt.model.hybrid import HybridObjective, create_hybrid_net
+    from hybridlt.model.losses import CrossEntropy, SupConLoss
+    from hybridlt.model.optim import build_optimizer, build_scheduler
+    from hybridlt.model.train import Trainer
 
     torch.manual_seed(rank)
     if args.device == "cpu":

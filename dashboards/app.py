@@ -18,10 +18,10 @@ from dash import Dash, Input, Output, State, dcc, html, no_update
 from dash.dash_table import DataTable
 from dash.dash_table.Format import Format, Scheme
 
-from dashboards import figures as fg
-from dashboards import queries as q
-from sweep.results import StoreError
-from sweep.store import Location
+from hybridlt.dashboards import figures as fg
+from hybridlt.dashboards import queries as q
+from hybridlt.sweep.results import StoreError
+from hybridlt.sweep.store import Location
 
 HEATMAP_ROWS = 200
 CLASS_BINS = 200

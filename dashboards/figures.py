@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative, sample_colorscale
 from plotly.subplots import make_subplots
 
-from dashboards.queries import GROUPS, ClassMatrix
+from hybridlt.dashboards.queries import GROUPS, ClassMatrix
 
 _AXIS = {"gridcolor": "#EBF0F8", "linecolor": "#EBF0F8", "zerolinecolor": "#EBF0F8", "automargin": True}
 # plotly_white's look in a few keys: the full template costs ~9 ms a figure and ~10 KB of JSON each

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import yaml
 
-from sweep.results import (
+from hybridlt.sweep.results import (
     GROUP_METRICS,
     StoreError,
     best_trial,
@@ -34,7 +34,7 @@ from sweep.results import (
     trial_summary,
     trials_schema,
 )
-from sweep.store import EPOCH_SCHEMA, Location
+from hybridlt.sweep.store import EPOCH_SCHEMA, Location
 
 EPOCH_FILE = re.compile(r"^(?P<trial>.+)-epoch-(?P<epoch>\d+)\.parquet$")
 GROUPS = ("many", "medium", "few")

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data.long_tail import long_tail_counts, subsample_per_class
-from data.memory import InMemoryData
+from hybridlt.data.long_tail import long_tail_counts, subsample_per_class
+from hybridlt.data.memory import InMemoryData
+from hybridlt.errors import InputError
 
 # (torchvision class, folder, train files, test files, meta file, label key, names key, classes)
 _LAYOUT = {
@@ -25,7 +26,7 @@ _LAYOUT = {
 }
 
 
-class DatasetFilesError(FileNotFoundError):
+class DatasetFilesError(InputError, FileNotFoundError):
     """Dataset files missing or unreadable; the message says where and how to get them."""
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from data.long_tail import long_tail_counts, subsample_per_class
-from data.memory import InMemoryData
+from hybridlt.data.long_tail import long_tail_counts, subsample_per_class
+from hybridlt.data.memory import InMemoryData
 
 
 def load_digits_lt(imbalance_ratio: float = 20.0, max_count: int = 120, test_per_class: int = 50,

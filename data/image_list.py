@@ -14,11 +14,13 @@ import torch
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
+from hybridlt.errors import InputError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class ImageListError(ValueError):
+class ImageListError(InputError):
     """A bad image list: the message names the file, the line and what is wrong."""
 
 

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from data.augment import BatchAugment
-from data.memory import InMemoryData
-from data.samplers import EpochSampler
+from hybridlt.data.augment import BatchAugment
+from hybridlt.data.memory import InMemoryData
+from hybridlt.data.samplers import EpochSampler
 
 Step = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import torch
 
+from hybridlt.errors import InputError
 
-class CheckpointError(RuntimeError):
+
+class CheckpointError(InputError, RuntimeError):
     """A checkpoint file is missing, truncated or not one of ours; the message names it."""
 
 

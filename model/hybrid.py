@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.backbones import create_backbone
+from hybridlt.model.backbones import create_backbone
 
 
 class CosineLinear(nn.Module):

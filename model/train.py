@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from model.curriculum import Curriculum
+from hybridlt.model.curriculum import Curriculum
 
 Report = Callable[[dict, dict | None], None]
 

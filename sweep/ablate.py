@@ -17,10 +17,10 @@ from pathlib import Path
 import yaml
 from pydantic import Field, model_validator
 
-from sweep.config import ConfigError, RunConfig, apply_overrides, validate_run_config
-from sweep.results import GROUP_METRICS, open_store, read_dataset
-from sweep.spec import Resources, Strict, SweepSpec, read_spec
-from sweep.store import Location, write_text_atomic
+from hybridlt.sweep.config import ConfigError, RunConfig, apply_overrides, validate_run_config
+from hybridlt.sweep.results import GROUP_METRICS, open_store, read_dataset
+from hybridlt.sweep.spec import Resources, Strict, SweepSpec, read_spec
+from hybridlt.sweep.store import Location, write_text_atomic
 
 METRIC_NAMES = {"acc": "overall", "balanced_acc": "balanced", "many_acc": "many", "medium_acc": "medium",
                 "few_acc": "few"}
@@ -69,7 +69,7 @@ def as_sweep(spec: AblationSpec) -> SweepSpec:
 
 def run_ablation(spec: AblationSpec, base: RunConfig, resume: bool = False, address: str | None = None, show=None,
                  num_cpus: int | None = None):
-    from sweep.tuner import run_sweep
+    from hybridlt.sweep.tuner import run_sweep
 
     sweep = as_sweep(spec)
     grid = {"variant": list(spec.variants), "seed": list(spec.seeds)}

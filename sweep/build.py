@@ -9,31 +9,32 @@ from dataclasses import dataclass
 
 import torch
 
-from data.augment import BatchAugment
-from data.cifar import load_cifar_lt
-from data.digits import load_digits_lt
-from data.image_list import (
+from hybridlt.data.augment import BatchAugment
+from hybridlt.data.cifar import load_cifar_lt
+from hybridlt.data.digits import load_digits_lt
+from hybridlt.data.image_list import (
     ImageListData,
     TwoViews,
     eval_transform,
     load_image_lists,
     train_transform,
 )
-from data.long_tail import class_counts, shot_groups
-from data.memory import InMemoryData
-from data.samplers import create_sampler
-from data.streams import InMemoryStreams, LoaderStreams
-from model.curriculum import Curriculum
-from model.evaluate import accuracy_report, count_correct
-from model.hybrid import HybridObjective, create_hybrid_net
-from model.losses import COSINE_CLASSIFIER_LOSSES, build_classifier_loss, build_contrastive_loss
-from model.optim import build_optimizer, build_scheduler
-from model.train import Trainer
-from sweep.config import ConfigError, DataConfig, RunConfig
+from hybridlt.data.long_tail import class_counts, shot_groups
+from hybridlt.data.memory import InMemoryData
+from hybridlt.data.samplers import create_sampler
+from hybridlt.data.streams import InMemoryStreams, LoaderStreams
+from hybridlt.model.curriculum import Curriculum
+from hybridlt.model.evaluate import accuracy_report, count_correct
+from hybridlt.model.hybrid import HybridObjective, create_hybrid_net
+from hybridlt.model.losses import COSINE_CLASSIFIER_LOSSES, build_classifier_loss, build_contrastive_loss
+from hybridlt.model.optim import build_optimizer, build_scheduler
+from hybridlt.model.train import Trainer
+from hybridlt.sweep.config import ConfigError, DataConfig, RunConfig
 
 
 @dataclass
 class RunParts:
+    config: RunConfig
     trainer: Trainer
     class_names: list[str]
     class_counts: list[int]
@@ -144,4 +145,4 @@ def build_run(cfg: RunConfig, rank: int = 0, world_size: int = 1, device: torch.
 
     trainer = Trainer(objective, optimizer, scheduler, streams, curriculum, evaluate, cfg.train.epochs, device,
                       amp=cfg.train.amp, checkpoint_every=cfg.train.checkpoint_every)
-    return RunParts(trainer, list(data.class_names), counts, groups)
+    return RunParts(cfg, trainer, list(data.class_names), counts, groups)

@@ -13,15 +13,16 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from data.samplers import SAMPLERS
-from model.backbones import BACKBONES
-from model.losses import CLASSIFIER_LOSSES
+from hybridlt.data.samplers import SAMPLERS
+from hybridlt.errors import InputError
+from hybridlt.model.backbones import BACKBONES
+from hybridlt.model.losses import CLASSIFIER_LOSSES
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 Sampler = Literal[SAMPLERS]  # type: ignore[valid-type]
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A config that cannot run; ``str()`` is one or more lines naming field, value and what is allowed."""
 
 

@@ -17,7 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from sweep.store import (
+from hybridlt.errors import InputError, OutputExistsError
+from hybridlt.sweep.store import (
     EPOCH_SCHEMA,
     PER_CLASS_SCHEMA,
     SCHEMA_VERSION,
@@ -39,7 +40,7 @@ TRIAL_FIXED = [
 TABLES = {"epochs": EPOCH_SCHEMA, "per_class": PER_CLASS_SCHEMA}
 
 
-class StoreError(ValueError):
+class StoreError(InputError):
     """A results path that is not a hybridlt store; the message names it."""
 
 
@@ -185,10 +186,35 @@ def best_trial(trials: list[dict], metric: str, mode: str) -> dict | None:
     return (max if mode == "max" else min)(pool, key=lambda t: t[key]) if pool else None
 
 
+def export_best(results, output, metric: str | None = None, mode: str | None = None, force: bool = False) -> dict:
+    """Write the best trial's run config to ``output`` (refusing to overwrite unless ``force``).
+
+    Returns the trial's row, with ``_metric`` naming the metric it was chosen by.
+    """
+    from hybridlt.sweep.config import ConfigError
+
+    root = open_store(results)
+    trials = read_dataset(root, "trials")
+    if trials is None or trials.num_rows == 0:
+        raise ConfigError(f"RESULTS: {root} holds no finished trial yet")
+    sweep_file = root / "sweep.yaml"
+    sweep_doc = yaml.safe_load(sweep_file.read_bytes()) if sweep_file.exists() else {}
+    metrics, modes = sweep_objective(sweep_doc)
+    metric, mode = metric or metrics[0], mode or modes[0]
+    best = best_trial(trials.to_pylist(), metric, mode)
+    if best is None:
+        raise ConfigError(f"--metric: no trial reported {metric!r}")
+    out = Path(output)
+    if out.exists() and not force:
+        raise OutputExistsError(f"-o: {out} exists; pass --force to overwrite it")
+    write_text_atomic(exported_config(best, root, metric), out)
+    return {**best, "_metric": metric}
+
+
 def exported_config(row: dict, root, metric: str) -> str:
     """What ``hybridlt export-best`` writes for a trial row: a comment line, then its resolved run
     config named ``<name>-best``, ready for ``hybridlt train --config``."""
-    from sweep.config import ConfigError, validate_run_config
+    from hybridlt.sweep.config import ConfigError, validate_run_config
 
     text = row.get("config_yaml")
     if not isinstance(text, str) or not text:

@@ -10,16 +10,17 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from model.checkpoint import load_newest_readable, save_checkpoint
-from sweep.build import build_run
-from sweep.config import ConfigError, RunConfig, load_run_config, validate_run_config
-from sweep.results import ResultsWriter
-from sweep.store import write_text_atomic
+from hybridlt.errors import InputError
+from hybridlt.model.checkpoint import load_newest_readable, save_checkpoint
+from hybridlt.sweep.build import build_run
+from hybridlt.sweep.config import ConfigError, RunConfig, load_run_config, validate_run_config
+from hybridlt.sweep.results import ResultsWriter
+from hybridlt.sweep.store import write_text_atomic
 
 CKPT_RE = re.compile(r"^epoch-(\d{4,})\.pt$")
 
 
-class RunDirError(ValueError):
+class RunDirError(InputError):
     """The run directory cannot be used as asked; the message says why and what to do."""
 
 
@@ -112,8 +113,8 @@ def train_distributed(cfg: RunConfig | None, run_dir: str | Path, workers: int, 
     import ray.train as train
     from ray.train.torch import TorchTrainer
 
-    from sweep.trial import worker_loop
-    from sweep.tuner import start_ray
+    from hybridlt.sweep.trial import worker_loop
+    from hybridlt.sweep.tuner import start_ray
 
     run_dir = Path(run_dir).resolve()
     if workers < 1:
@@ -139,6 +140,23 @@ def train_distributed(cfg: RunConfig | None, run_dir: str | Path, workers: int, 
     if result.error:
         raise result.error
     return result.metrics or {}
+
+
+def last_epoch_from_store(run_dir: str | Path):
+    """The last epoch's metrics, class names, counts, groups and config of a run directory."""
+    from hybridlt.data.long_tail import shot_groups
+    from hybridlt.sweep.results import read_dataset
+
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir / "config.yaml")
+    epochs = sorted(read_dataset(run_dir, "epochs").to_pylist(), key=lambda r: r["epoch"])
+    metrics = epochs[-1]
+    rows = [r for r in read_dataset(run_dir, "per_class").to_pylist() if r["epoch"] == metrics["epoch"]]
+    rows.sort(key=lambda r: r["class_index"])
+    metrics["per_class_acc"] = [r["accuracy"] for r in rows]
+    counts = [r["train_count"] for r in rows]
+    groups = shot_groups(counts, cfg.data.many_above, cfg.data.few_below)
+    return metrics, [r["class_name"] for r in rows], counts, groups, cfg
 
 
 __all__ = ["train_local", "train_distributed", "RunDirError", "validate_run_config", "latest_good_checkpoint"]

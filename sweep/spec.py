@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from sweep.config import (
+from hybridlt.sweep.config import (
     ConfigError,
     RunConfig,
     apply_overrides,
@@ -126,6 +126,11 @@ class SweepSpec(Strict):
     trials: int = Field(16, ge=1, description="trials to run (grid: repeats of the whole grid)")
     concurrency: int | None = Field(None, ge=1, description="default: as many as the resources allow")
     time_budget_s: float | None = Field(None, gt=0)
+
+    @property
+    def storage_uri(self) -> str:
+        """``storage`` as an absolute path (relative ones against the working directory) or a URI."""
+        return self.storage if "://" in self.storage else str(Path(self.storage).expanduser().resolve())
 
     @model_validator(mode="after")
     def _algorithm_fits(self):

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from model.checkpoint import CheckpointError, load_checkpoint, load_newest_readable, save_checkpoint
-from sweep.build import build_run
-from sweep.config import RunConfig, validate_run_config
-from sweep.results import ResultsWriter
-from sweep.spec import apply_params
-from sweep.store import Location
+from hybridlt.model.checkpoint import CheckpointError, load_checkpoint, load_newest_readable, save_checkpoint
+from hybridlt.sweep.build import build_run
+from hybridlt.sweep.config import RunConfig, validate_run_config
+from hybridlt.sweep.results import ResultsWriter
+from hybridlt.sweep.spec import apply_params
+from hybridlt.sweep.store import Location
 
 CKPT_NAME = "checkpoint.pt"
 

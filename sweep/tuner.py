@@ -15,17 +15,22 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from sweep.config import ConfigError
-from sweep.results import ResultsWriter, param_type, pareto_front, read_dataset, trial_summary, trials_schema
-from sweep.spec import SweepSpec
-from sweep.store import Location
-from sweep.trial import TrialContext, trial_main
+from hybridlt.errors import InputError
+from hybridlt.sweep.config import ConfigError
+from hybridlt.sweep.results import ResultsWriter, param_type, pareto_front, read_dataset, trial_summary, trials_schema
+from hybridlt.sweep.spec import SweepSpec
+from hybridlt.sweep.store import Location
+from hybridlt.sweep.trial import TrialContext, trial_main
 
 TRIAL_RESOURCE = "hybridlt_trial"
 
 
-class SweepError(RuntimeError):
+class SweepError(InputError, RuntimeError):
     """The sweep cannot start or resume as asked; the message says why and what to do."""
+
+
+def _pct(value) -> str:
+    return "-" if value is None or value != value else f"{100 * value:.2f}"
 
 
 def _free_port() -> int:
@@ -133,6 +138,15 @@ class StoreCallback:
         self.counts = {"completed": 0, "stopped": 0, "failed": 0}
         self.started: set[str] = set()
         self.best: tuple[float, str] | None = None
+        self.total: int | None = None  # planned trials, set by the driver
+
+    def progress_line(self) -> str:
+        """Trials done / running / stopped early / failed, and the best so far (accuracies in %)."""
+        metric = self.spec.objective.metrics[0]
+        done = sum(self.counts.values())
+        best = f"best {metric} {_pct(self.best[0])}% ({self.best[1]})" if self.best else "best -"
+        return (f"trials {done}/{self.total or '?'} done, {len(self.started)} running: {self.counts['completed']} "
+                f"completed, {self.counts['stopped']} stopped early, {self.counts['failed']} failed; {best}")
 
     def __getstate__(self):
         return {**self.__dict__, "show": None}  # the console display is not pickled into tuner.pkl
@@ -141,7 +155,7 @@ class StoreCallback:
         epochs = read_dataset(self.root, "epochs", name_prefix=f"{trial_id}-epoch-")  # this trial's files only
         rows = sorted(epochs.to_pylist(), key=lambda r: r["epoch"]) if epochs is not None else []
         summary = trial_summary(rows)
-        from sweep.spec import apply_params
+        from hybridlt.sweep.spec import apply_params
 
         planned = self.base.train.epochs
         try:
@@ -198,7 +212,7 @@ def run_sweep(spec: SweepSpec, base, resume: bool = False, address: str | None =
     import ray
     from ray import tune
 
-    storage = spec.storage if "://" in spec.storage else str(Path(spec.storage).expanduser().resolve())
+    storage = spec.storage_uri
     exp_dir = f"{storage.rstrip('/')}/{spec.name}"
     root = Location.of(f"{exp_dir}/results")
     can_restore = tune.Tuner.can_restore(exp_dir)
@@ -235,12 +249,13 @@ def run_sweep(spec: SweepSpec, base, resume: bool = False, address: str | None =
     trainable = tune.with_resources(tune.with_parameters(trial_main, ctx=ctx), resources)
 
     callback = make_callback_class()(spec, base, variants, root, schema, show)
+    callback.total = total_trials(spec, param_space)
     if resume:
         tuner = tune.Tuner.restore(exp_dir, trainable, resume_unfinished=True, resume_errored=False)
         if show:  # the restored callback lost its display when it was pickled
             for cb in tuner._local_tuner._run_config.callbacks or []:
                 if isinstance(cb, StoreCallback):
-                    cb.show = show
+                    cb.show, cb.total = show, callback.total
     else:
         tuner = _new_tuner(spec, base, trainable, [callback, *(callbacks or [])], concurrency, storage, param_space)
     started = time.time()
@@ -307,7 +322,7 @@ def _reconcile(grid, callback: StoreCallback) -> None:
 
 
 def _write_pareto(spec: SweepSpec, root: Location) -> None:
-    from sweep.store import write_table_atomic
+    from hybridlt.sweep.store import write_table_atomic
 
     trials = read_dataset(root, "trials")
     if trials is None:

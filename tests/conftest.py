@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sweep.config import load_run_config
+from hybridlt.sweep.config import load_run_config
 
 torch.set_num_threads(2)
 

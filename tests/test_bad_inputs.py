@@ -15,8 +15,8 @@ import torch
 import yaml
 from torchvision.io import write_png
 
-from sweep.cli import main
-from sweep.results import ResultsWriter, trials_schema
+from hybridlt.cli import main
+from hybridlt.sweep.results import ResultsWriter, trials_schema
 from tests.conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[1]

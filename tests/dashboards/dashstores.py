@@ -13,8 +13,8 @@ from pathlib import Path
 import pyarrow as pa
 import yaml
 
-from sweep.results import ResultsWriter, param_type, trial_summary, trials_schema
-from sweep.store import Location
+from hybridlt.sweep.results import ResultsWriter, param_type, trial_summary, trials_schema
+from hybridlt.sweep.store import Location
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = ["a", "b", "c", "d"]
@@ -43,7 +43,7 @@ def sweep_doc(metric="acc", mode="max") -> dict:
 
 
 def base_config() -> dict:
-    from sweep.config import load_run_config
+    from hybridlt.sweep.config import load_run_config
 
     return load_run_config(None, ["name=known", "data.many_above=100", "data.few_below=20", "train.epochs=2",
                                   "optim.milestones=[]"]).model_dump(mode="json")
@@ -60,7 +60,7 @@ def write_known_trial(root: Location, trial_id: str, params: dict, epochs: list[
         if with_per_class:
             writer.epoch(trial_id, m, NAMES, COUNTS)
         else:
-            from sweep.store import epoch_table, write_table_atomic
+            from hybridlt.sweep.store import epoch_table, write_table_atomic
 
             write_table_atomic(epoch_table(trial_id, m), root / "epochs" / f"{trial_id}-epoch-{e:04d}.parquet")
     if not with_row:
@@ -100,9 +100,9 @@ def trained_store(tmp_path: Path) -> Location:
     """A 4-trial sweep of the tiny digits-LT config, trained here; the last trial stops after one epoch."""
     import torch
 
-    from sweep.build import build_run
-    from sweep.spec import apply_params, load_sweep_spec
-    from sweep.tuner import StoreCallback
+    from hybridlt.sweep.build import build_run
+    from hybridlt.sweep.spec import apply_params, load_sweep_spec
+    from hybridlt.sweep.tuner import StoreCallback
 
     torch.set_num_threads(2)
     spec_path = tmp_path / "tiny.yaml"

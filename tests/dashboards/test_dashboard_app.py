@@ -8,11 +8,11 @@ import plotly.graph_objects as go
 import pytest
 from dashstores import known_store, write_known_trial
 
-from dashboards import app as A
-from dashboards import queries as q
-from dashboards.synthetic import write_synthetic_store
-from sweep.cli import main
-from sweep.results import StoreError
+from hybridlt.cli import main
+from hybridlt.dashboards import app as A
+from hybridlt.dashboards import queries as q
+from tests.dashboards.synthetic import write_synthetic_store
+from hybridlt.sweep.results import StoreError
 
 
 def find(component, component_id):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from dashstores import trained_store
 
-from dashboards.app import GRAPHS, create_app
+from hybridlt.dashboards.app import GRAPHS, create_app
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if not os.environ.get("CI"):  # in CI it must run: .ci/run installs chromium
@@ -50,7 +50,7 @@ def _new_running_trial(store) -> None:
     """A trial that has reported one epoch and not finished: what a running sweep adds."""
     import pyarrow.dataset as ds
 
-    from sweep.results import ResultsWriter
+    from hybridlt.sweep.results import ResultsWriter
 
     last = ds.dataset(f"{store.path}/per_class").to_table().to_pandas().query("trial_id == '5eed0000' and epoch == 2")
     metrics = {"epoch": 1, "loss": 1.0, "con_loss": 1.0, "ce_loss": 1.0, "alpha": 1.0, "lr": 0.1, "acc": 0.5,

@@ -7,8 +7,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from dashboards import figures as fg
-from dashboards import queries as q
+from hybridlt.dashboards import figures as fg
+from hybridlt.dashboards import queries as q
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 from dashstores import KNOWN, known_store, write_known_trial
 
-from dashboards import queries as q
-from sweep.store import Location
+from hybridlt.dashboards import queries as q
+from hybridlt.sweep.store import Location
 
 
 @pytest.fixture
@@ -222,7 +222,7 @@ def test_cache_on_a_non_local_filesystem(tmp_path):
 def known_store_at(root: Location) -> None:
     from dashstores import PARAM_TYPES, base_config, sweep_doc
 
-    from sweep.results import ResultsWriter
+    from hybridlt.sweep.results import ResultsWriter
 
     ResultsWriter(root).sweep_yaml(sweep_doc(), base_config(), PARAM_TYPES)
     for tid, (params, epochs) in KNOWN.items():

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import yaml
 
-from dashboards import queries as q
-from dashboards.synthetic import main, write_synthetic_store
-from sweep.config import validate_run_config
-from sweep.results import read_dataset
+from hybridlt.dashboards import queries as q
+from tests.dashboards.synthetic import main, write_synthetic_store
+from hybridlt.sweep.config import validate_run_config
+from hybridlt.sweep.results import read_dataset
 
 
 def test_synthetic_store_has_the_sweep_layout(tmp_path):

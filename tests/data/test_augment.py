@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from data.augment import BatchAugment, color_jitter, random_crop, random_flip, random_grayscale
+from hybridlt.data.augment import BatchAugment, color_jitter, random_crop, random_flip, random_grayscale
 
 MEAN, STD = [0.4, 0.5, 0.6], [0.2, 0.25, 0.5]
 
@@ -181,7 +181,7 @@ def test_pipeline_crop_preserves_shape(padding):
 
 
 def test_crop_and_flip_is_a_window_of_the_padded_input_possibly_mirrored():
-    from data.augment import crop_and_flip
+    from hybridlt.data.augment import crop_and_flip
 
     x = torch.randint(0, 256, (24, 3, 6, 7), dtype=torch.uint8, generator=_gen(21))
     p = 2

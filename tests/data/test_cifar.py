@@ -12,7 +12,7 @@ import torch
 import torchvision.datasets
 import torchvision.datasets.cifar as tv_cifar
 
-from data.cifar import DatasetFilesError, load_cifar_lt
+from hybridlt.data.cifar import DatasetFilesError, load_cifar_lt
 
 PER_CLASS = 60  # CIFAR-10 train images per class
 TEST_PER_CLASS = 7

@@ -9,9 +9,9 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from data.digits import load_digits_lt
-from data.long_tail import long_tail_counts
-from data.memory import InMemoryData
+from hybridlt.data.digits import load_digits_lt
+from hybridlt.data.long_tail import long_tail_counts
+from hybridlt.data.memory import InMemoryData
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torchvision.io import write_jpeg, write_png
 
-from data.image_list import (
+from hybridlt.data.image_list import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ImageListDataset,
@@ -277,7 +277,7 @@ def test_jpeg_decoding_sized_to_the_crop(tmp_path):
     import torch
     from torchvision.io import write_jpeg
 
-    from data.image_list import decode_rgb
+    from hybridlt.data.image_list import decode_rgb
 
     path = tmp_path / "big.jpg"
     write_jpeg(torch.full((3, 192, 256), 128, dtype=torch.uint8), str(path))

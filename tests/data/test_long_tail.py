@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from data.long_tail import class_counts, long_tail_counts, shot_groups, subsample_per_class
+from hybridlt.data.long_tail import class_counts, long_tail_counts, shot_groups, subsample_per_class
 
 CIFAR10_LT_100 = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from data.samplers import SAMPLERS, create_sampler
+from hybridlt.data.samplers import SAMPLERS, create_sampler
 
 COUNTS = [200, 100, 50, 20, 5, 2, 1]  # 378 samples; the last two classes have fewer than K + 1 = 3
 N = sum(COUNTS)

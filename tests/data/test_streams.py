@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from data.augment import BatchAugment
-from data.memory import InMemoryData
-from data.samplers import create_sampler
-from data.streams import InMemoryStreams, LoaderStreams
+from hybridlt.data.augment import BatchAugment
+from hybridlt.data.memory import InMemoryData
+from hybridlt.data.samplers import create_sampler
+from hybridlt.data.streams import InMemoryStreams, LoaderStreams
 
 MEAN, STD = [0.5, 0.4, 0.3], [0.2, 0.3, 0.4]
 

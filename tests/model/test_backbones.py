@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.backbones import BACKBONES, BasicBlock, ZeroPadShortcut, create_backbone, resnet32
-from model.hybrid import HybridNet, HybridObjective, create_hybrid_net
-from model.losses import CrossEntropy, SupConLoss
+from hybridlt.model.backbones import BACKBONES, BasicBlock, ZeroPadShortcut, create_backbone, resnet32
+from hybridlt.model.hybrid import HybridNet, HybridObjective, create_hybrid_net
+from hybridlt.model.losses import CrossEntropy, SupConLoss
 
 
 def num_params(module: nn.Module) -> int:

@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from data.long_tail import long_tail_counts
-from model.hybrid import CosineLinear, create_hybrid_net
-from model.losses import CLASSIFIER_LOSSES, build_classifier_loss, effective_number_weights, ldam_margins
+from hybridlt.data.long_tail import long_tail_counts
+from hybridlt.model.hybrid import CosineLinear, create_hybrid_net
+from hybridlt.model.losses import CLASSIFIER_LOSSES, build_classifier_loss, effective_number_weights, ldam_margins
 
 COUNTS = [50, 20, 8, 3]
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from model.curriculum import CURRICULA, Curriculum
+from hybridlt.model.curriculum import CURRICULA, Curriculum
 
 T = 200
 

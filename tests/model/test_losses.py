@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model.losses import (
+from hybridlt.model.losses import (
     CLASSIFIER_LOSSES,
     CONTRASTIVE_LOSSES,
     CrossEntropy,

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from model.evaluate import accuracy_report, count_correct
-from model.losses import MPSCLoss, PSCLoss
-from model.optim import build_optimizer, build_scheduler, lr_factor
+from hybridlt.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from hybridlt.model.evaluate import accuracy_report, count_correct
+from hybridlt.model.losses import MPSCLoss, PSCLoss
+from hybridlt.model.optim import build_optimizer, build_scheduler, lr_factor
 
 # ---------------------------------------------------------------------------------------------
 # lr_factor and the scheduler

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sweep.ablate import ablation_report, load_ablation_spec, report_csv, report_markdown
-from sweep.config import ConfigError
+from hybridlt.sweep.ablate import ablation_report, load_ablation_spec, report_csv, report_markdown
+from hybridlt.sweep.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sweep.cli import main
+from hybridlt.cli import main
 from tests.conftest import TINY
 
 QUICKSTART = str(Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml")

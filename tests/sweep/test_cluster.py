@@ -91,10 +91,11 @@ def test_sweep_across_two_local_nodes(tmp_path):
         }
         path = tmp_path / "twonode.yaml"
         path.write_text(yaml.safe_dump(spec))
-        done = subprocess.run([sys.executable, "-m", "sweep.cli", "sweep", str(path), "--address", f"127.0.0.1:{port}"],
+        cmd = [sys.executable, "-m", "hybridlt.cli", "sweep", str(path), "--address", f"127.0.0.1:{port}"]
+        done = subprocess.run(cmd,
                               env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
-        from sweep.results import read_dataset
+        from hybridlt.sweep.results import read_dataset
 
         trials = read_dataset(tmp_path / "sweeps" / "twonode" / "results", "trials").to_pandas()
         assert len(trials) == 2 and (trials.status == "completed").all()

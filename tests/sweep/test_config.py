@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sweep.config import ConfigError, RunConfig, load_run_config
+from hybridlt.sweep.config import ConfigError, RunConfig, load_run_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

@@ -14,11 +14,11 @@ import yaml
 
 pytest.importorskip("ray")
 
-from sweep.results import read_dataset  # noqa: E402
+from hybridlt.sweep.results import read_dataset  # noqa: E402
 from tests.conftest import TINY  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-m", "sweep.cli"]
+CLI = [sys.executable, "-m", "hybridlt.cli"]
 
 
 def _env(**extra):

@@ -8,8 +8,8 @@ import json
 import torch
 from torchvision.io import write_png
 
-from sweep.build import build_run
-from sweep.config import load_run_config
+from hybridlt.sweep.build import build_run
+from hybridlt.sweep.config import load_run_config
 
 
 def _write_images(tmp_path, counts, tag):

@@ -14,11 +14,11 @@ import yaml
 
 ray = pytest.importorskip("ray")
 
-from sweep.cli import main  # noqa: E402
-from sweep.config import load_run_config  # noqa: E402
-from sweep.results import read_dataset  # noqa: E402
-from sweep.spec import load_sweep_spec  # noqa: E402
-from sweep.tuner import run_sweep, start_ray  # noqa: E402
+from hybridlt.cli import main  # noqa: E402
+from hybridlt.sweep.config import load_run_config  # noqa: E402
+from hybridlt.sweep.results import read_dataset  # noqa: E402
+from hybridlt.sweep.spec import load_sweep_spec  # noqa: E402
+from hybridlt.sweep.tuner import run_sweep, start_ray  # noqa: E402
 from tests.conftest import TINY  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -132,8 +132,8 @@ def _ddp_equality_loop(config):
     import torch
     import torch.distributed as dist
 
-    from sweep.build import build_run
-    from sweep.config import validate_run_config
+    from hybridlt.sweep.build import build_run
+    from hybridlt.sweep.config import validate_run_config
 
     cfg = validate_run_config(config["cfg"])
     ctx = ray.train.get_context()
@@ -161,7 +161,7 @@ def test_ddp_keeps_parameters_identical_across_ranks(tmp_path):
 
 
 def test_one_worker_train_matches_in_process(tmp_path):
-    from sweep.run import train_distributed, train_local
+    from hybridlt.sweep.run import train_distributed, train_local
 
     cfg = load_run_config(None, [*TINY, "train.epochs=2"])
     local, _ = train_local(cfg, tmp_path / "local")
@@ -173,7 +173,7 @@ def test_one_worker_train_matches_in_process(tmp_path):
 
 
 def test_ablation_grid_and_report_without_ray(tmp_path, capsys):
-    from sweep.ablate import load_ablation_spec, run_ablation
+    from hybridlt.sweep.ablate import load_ablation_spec, run_ablation
 
     doc = {"name": "abl", "storage": str(tmp_path / "abl"), "base": str(ROOT / "configs" / "quickstart.yaml"),
            "overrides": [*TINY, "train.epochs=2"], "variants": {"sc": ["loss.contrastive=sc"],

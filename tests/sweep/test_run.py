@@ -6,10 +6,10 @@ import pyarrow.dataset as ds
 import pytest
 import torch
 
-from model.checkpoint import load_checkpoint
-from model.train import NonFiniteLossError
-from sweep.build import build_run
-from sweep.run import RunDirError, checkpoints, train_local
+from hybridlt.model.checkpoint import load_checkpoint
+from hybridlt.model.train import NonFiniteLossError
+from hybridlt.sweep.build import build_run
+from hybridlt.sweep.run import RunDirError, checkpoints, train_local
 
 
 class Crash(Exception):

@@ -8,9 +8,9 @@ import optuna
 import pytest
 import yaml
 
-from sweep.config import ConfigError
-from sweep.spec import apply_params, load_sweep_spec
-from sweep.tuner import DefineByRun, concurrency_for
+from hybridlt.sweep.config import ConfigError
+from hybridlt.sweep.spec import apply_params, load_sweep_spec
+from hybridlt.sweep.tuner import DefineByRun, concurrency_for
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK = ROOT / "configs" / "sweeps" / "quickstart.yaml"
@@ -105,8 +105,8 @@ def test_concurrency_never_oversubscribes(tmp_path):
 
 def test_a_grid_counts_every_combination(tmp_path):
     """An ablation grid of 3 variants x 5 seeds with trials=1 is 15 trials, and runs 2 at a time on 2 CPUs."""
-    from sweep.ablate import as_sweep, load_ablation_spec
-    from sweep.tuner import total_trials
+    from hybridlt.sweep.ablate import as_sweep, load_ablation_spec
+    from hybridlt.sweep.tuner import total_trials
 
     spec, _ = load_ablation_spec(ROOT / "configs" / "ablations" / "digits_table4.yaml")
     sweep = as_sweep(spec)

@@ -7,8 +7,8 @@ import fsspec
 import pyarrow.fs as pafs
 import pytest
 
-from sweep.results import ResultsWriter, open_store, pareto_front, read_dataset, trial_summary, trials_schema
-from sweep.store import Location
+from hybridlt.sweep.results import ResultsWriter, open_store, pareto_front, read_dataset, trial_summary, trials_schema
+from hybridlt.sweep.store import Location
 
 
 def _metrics(epoch, acc):
@@ -46,7 +46,7 @@ def test_readers_skip_foreign_and_half_written_files(root):
     (root / "epochs" / "garbage.parquet").write_bytes(b"PAR1 not really")
     import pyarrow as pa
 
-    from sweep.store import write_table_atomic
+    from hybridlt.sweep.store import write_table_atomic
 
     write_table_atomic(pa.table({"x": [1]}), root / "epochs" / "foreign.parquet")
     (root / "epochs" / ".t2-epoch-0001.parquet.tmp").write_bytes(b"half")  # a writer's temp file
@@ -64,7 +64,7 @@ def test_no_temp_files_left_locally(tmp_path):
 
 
 def test_open_store_names_a_bad_path(tmp_path):
-    from sweep.results import StoreError
+    from hybridlt.sweep.results import StoreError
 
     with pytest.raises(StoreError, match="not a hybridlt results store"):
         open_store(tmp_path / "nothing")

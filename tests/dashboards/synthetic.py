@@ -18,9 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from data.long_tail import long_tail_counts, shot_groups
-from sweep.results import GROUP_METRICS, ResultsWriter, param_type, pareto_front, trials_schema
-from sweep.store import EPOCH_SCHEMA, PER_CLASS_SCHEMA, Location, write_table_atomic
+from hybridlt.data.long_tail import long_tail_counts, shot_groups
+from hybridlt.sweep.results import GROUP_METRICS, ResultsWriter, param_type, pareto_front, trials_schema
+from hybridlt.sweep.store import EPOCH_SCHEMA, PER_CLASS_SCHEMA, Location, write_table_atomic
 
 DEFAULT_SPACE: dict[str, dict] = {
     "loss.contrastive": {"choice": ["sc", "psc", "mpsc"]},
@@ -174,7 +174,7 @@ def _trial_row(trial: SyntheticTrial, base: dict, n_epochs: int) -> dict:
 
 def _base_config(n_epochs: int, max_count: int, ratio: float) -> dict:
     """The resolved run config every synthetic trial starts from (a valid ``RunConfig``)."""
-    from sweep.config import load_run_config
+    from hybridlt.sweep.config import load_run_config
 
     sets = ["name=synthetic", f"data.imbalance_ratio={ratio}", f"data.max_count={max_count}",
             f"data.many_above={MANY_ABOVE}", f"data.few_below={FEW_BELOW}", f"train.epochs={n_epochs}",
@@ -243,7 +243,7 @@ def _write_tables(loc: Location, trials: list[SyntheticTrial], space: dict, n_ep
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m dashboards.synthetic OUT --trials N --classes C --epochs E``."""
+    """``python -m tests.dashboards.synthetic OUT --trials N --classes C --epochs E``."""
     import argparse
     import time
 

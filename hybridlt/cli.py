@@ -12,14 +12,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from data.cifar import DatasetFilesError
-from data.image_list import ImageListError
-from data.long_tail import class_counts, shot_groups
-from model.checkpoint import CheckpointError
-from sweep.config import ConfigError, load_run_config
+from hybridlt import __version__
+from hybridlt.data.long_tail import class_counts, shot_groups
+from hybridlt.errors import HybridLTError
+from hybridlt.sweep.config import ConfigError, load_run_config
 
 console = Console(width=None if sys.stdout.isatty() else 140)
-USER_ERRORS = (ConfigError, DatasetFilesError, ImageListError, CheckpointError, FileExistsError)
 
 
 def _pct(value) -> str:
@@ -49,7 +47,7 @@ def per_class_report(metrics: dict, class_names, counts, groups) -> Table:
 
 
 def cmd_train(args) -> int:
-    from sweep.run import train_local
+    from hybridlt.sweep.run import train_local
 
     cfg = load_run_config(args.config, args.set) if args.config or args.set else None
     if args.out:
@@ -75,12 +73,14 @@ def cmd_train(args) -> int:
         progress.update(state["task"], completed=m["epoch"], status=status)
 
     if args.workers:
-        from sweep.run import train_distributed
+        from hybridlt.sweep.run import train_distributed
 
         console.print(f"run directory: {out.resolve()}  Ray Train with {args.workers} DDP workers")
         train_distributed(cfg, out, args.workers, args.resume, args.cpus_per_worker, args.gpus_per_worker,
                           address=args.address)
-        metrics, names, counts, groups = last_epoch_from_store(out)
+        from hybridlt.sweep.run import last_epoch_from_store
+
+        metrics, names, counts, groups, _ = last_epoch_from_store(out)
     else:
         with progress:
             metrics, parts = train_local(cfg, out, args.resume, on_epoch, on_start,
@@ -95,24 +95,8 @@ def cmd_train(args) -> int:
     return 0
 
 
-def last_epoch_from_store(run_dir: Path):
-    """The last epoch's metrics and per-class rows of a run directory, as the report needs them."""
-    from sweep.config import load_run_config
-    from sweep.results import read_dataset
-
-    cfg = load_run_config(run_dir / "config.yaml")
-    epochs = sorted(read_dataset(run_dir, "epochs").to_pylist(), key=lambda r: r["epoch"])
-    metrics = epochs[-1]
-    rows = [r for r in read_dataset(run_dir, "per_class").to_pylist() if r["epoch"] == metrics["epoch"]]
-    rows.sort(key=lambda r: r["class_index"])
-    metrics["per_class_acc"] = [r["accuracy"] for r in rows]
-    counts = [r["train_count"] for r in rows]
-    return metrics, [r["class_name"] for r in rows], counts, shot_groups(counts, cfg.data.many_above,
-                                                                         cfg.data.few_below)
-
-
 def cmd_data_stats(args) -> int:
-    from sweep.build import load_dataset
+    from hybridlt.sweep.build import load_dataset
 
     cfg = load_run_config(args.config, args.set)
     data = load_dataset(cfg.data)
@@ -134,22 +118,14 @@ def cmd_data_stats(args) -> int:
     return 0
 
 
-def _sweep_display(metric: str, total: int):
+def _sweep_display(cb) -> None:
     """A live status line: trials done / running / stopped early / failed, and the best so far."""
-
-    def show(cb) -> None:
-        done = sum(cb.counts.values())
-        best = f"best {metric} {_pct(cb.best[0])}% ({cb.best[1]})" if cb.best else "best -"
-        console.print(f"trials {done}/{total} done, {len(cb.started)} running: {cb.counts['completed']} "
-                      f"completed, {cb.counts['stopped']} stopped early, {cb.counts['failed']} failed; {best}",
-                      highlight=False)
-
-    return show
+    console.print(cb.progress_line(), highlight=False)
 
 
 def best_trial(trials: list[dict], metric: str, mode: str) -> dict:
     """``sweep.results.best_trial``, or a user error when no trial reported ``metric``."""
-    from sweep.results import best_trial as pick
+    from hybridlt.sweep.results import best_trial as pick
 
     best = pick(trials, metric, mode)
     if best is None:
@@ -176,14 +152,13 @@ def trials_table(trials: list[dict], metric: str, mode: str, limit: int = 10) ->
 
 
 def cmd_sweep(args) -> int:
-    from sweep.spec import load_sweep_spec
-    from sweep.tuner import run_sweep
+    from hybridlt.sweep.spec import load_sweep_spec
+    from hybridlt.sweep.tuner import run_sweep
 
     spec, base = load_sweep_spec(args.spec, args.set)
     console.print(f"sweep {spec.name}: {spec.trials} trials, {spec.search.algorithm} search, "
                   f"{spec.scheduler.kind} scheduler, storage {spec.storage}")
-    show = _sweep_display(spec.objective.metrics[0], spec.trials)
-    trials, seconds = run_sweep(spec, base, args.resume, args.address, show, args.num_cpus)
+    trials, seconds = run_sweep(spec, base, args.resume, args.address, _sweep_display, args.num_cpus)
     rows = trials.to_pylist() if trials is not None else []
     metric, mode = spec.objective.metrics[0], spec.objective.modes[0]
     console.print(trials_table(rows, metric, mode))
@@ -198,30 +173,16 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_export_best(args) -> int:
-    import yaml
+    from hybridlt.sweep.results import export_best
 
-    from sweep.results import exported_config, open_store, read_dataset, sweep_objective
-    from sweep.store import write_text_atomic
-
-    root = open_store(args.results)
-    trials = read_dataset(root, "trials")
-    if trials is None or trials.num_rows == 0:
-        raise ConfigError(f"RESULTS: {root} holds no finished trial yet")
-    sweep_file = root / "sweep.yaml"
-    sweep_doc = yaml.safe_load(sweep_file.read_bytes()) if sweep_file.exists() else {}
-    metrics, modes = sweep_objective(sweep_doc)
-    metric, mode = args.metric or metrics[0], args.mode or modes[0]
-    best = best_trial(trials.to_pylist(), metric, mode)
-    out = Path(args.output)
-    if out.exists() and not args.force:
-        raise FileExistsError(f"-o: {out} exists; pass --force to overwrite it")
-    write_text_atomic(exported_config(best, root, metric), out)
-    console.print(f"wrote {out}: trial {best['trial_id']}, final {metric} {_pct(best.get('final_' + metric))}%")
+    best = export_best(args.results, args.output, args.metric, args.mode, args.force)
+    metric = best["_metric"]
+    console.print(f"wrote {args.output}: trial {best['trial_id']}, final {metric} {_pct(best.get('final_' + metric))}%")
     return 0
 
 
 def ablation_table(rows: list[dict], reference: str, title: str) -> Table:
-    from sweep.ablate import report_cells
+    from hybridlt.sweep.ablate import report_cells
 
     header, body = report_cells(rows, with_ci=False)
     table = Table(title=f"{title}: mean ± std over seeds (%), paired t-test vs {reference}")
@@ -233,7 +194,7 @@ def ablation_table(rows: list[dict], reference: str, title: str) -> Table:
 
 
 def cmd_ablate(args) -> int:
-    from sweep.ablate import load_ablation_spec, report_from_store, run_ablation, write_reports
+    from hybridlt.sweep.ablate import load_ablation_spec, report_from_store, run_ablation, write_reports
 
     if args.report:
         store = args.report
@@ -243,8 +204,7 @@ def cmd_ablate(args) -> int:
         spec, base = load_ablation_spec(args.spec, args.set)
         console.print(f"ablation {spec.name}: {len(spec.variants)} variants x {len(spec.seeds)} seeds "
                       f"= {len(spec.variants) * len(spec.seeds)} trials, storage {spec.storage}")
-        show = _sweep_display("acc", len(spec.variants) * len(spec.seeds))
-        _, seconds = run_ablation(spec, base, args.resume, args.address, show, args.num_cpus)
+        _, seconds = run_ablation(spec, base, args.resume, args.address, _sweep_display, args.num_cpus)
         console.print(f"ablation wall time {seconds:.0f}s")
         store = f"{spec.storage.rstrip('/')}/{spec.name}"
     rows, reference, title, root = report_from_store(store, args.reference)
@@ -255,7 +215,7 @@ def cmd_ablate(args) -> int:
 
 
 def cmd_dashboard(args) -> int:
-    from dashboards.app import run_dashboard
+    from hybridlt.dashboards.app import run_dashboard
 
     run_dashboard(args.results, host=args.host, port=args.port, refresh_s=args.refresh)
     return 0
@@ -273,6 +233,7 @@ def user_message(exc: BaseException) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hybridlt", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"hybridlt {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train one config in this process")
@@ -330,15 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sweep.results import StoreError
-    from sweep.run import RunDirError
-    from sweep.tuner import SweepError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (*USER_ERRORS, RunDirError, StoreError, SweepError) as exc:
+    except HybridLTError as exc:
         for line in user_message(exc).splitlines():
             print(f"error: {line}", file=sys.stderr)
         return 2
