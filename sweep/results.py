@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from hybridlt.errors import InputError, OutputExistsError
+from hybridlt.sweep.metrics import ACCURACY_METRICS, FINAL_METRICS, METRICS
 from hybridlt.sweep.store import (
     EPOCH_SCHEMA,
     PER_CLASS_SCHEMA,
@@ -29,12 +30,12 @@ from hybridlt.sweep.store import (
     write_text_atomic,
 )
 
-GROUP_METRICS = ("acc", "balanced_acc", "many_acc", "medium_acc", "few_acc")
+GROUP_METRICS = ACCURACY_METRICS
 TRIAL_FIXED = [
     ("trial_id", pa.string()), ("status", pa.string()), ("error", pa.string()), ("epochs_done", pa.int32()),
     ("epochs_planned", pa.int32()), ("wall_time_s", pa.float64()),
-    *[(f"final_{m}", pa.float64()) for m in GROUP_METRICS],
-    *[(f"best_{m}", pa.float64()) for m in GROUP_METRICS], ("best_epoch", pa.int32()),
+    *[(f"final_{m}", pa.float64()) for m in FINAL_METRICS],
+    *[(f"best_{m}", pa.float64()) for m in FINAL_METRICS], ("best_epoch", pa.int32()),
     ("config_yaml", pa.string()), ("schema_version", pa.int32()),
 ]
 TABLES = {"epochs": EPOCH_SCHEMA, "per_class": PER_CLASS_SCHEMA}
@@ -150,9 +151,10 @@ def trial_summary(epochs: list[dict] | None) -> dict:
     last = epochs[-1]
     best = max(epochs, key=lambda r: -math.inf if r.get("acc") is None else r["acc"])
     out = {"epochs_done": int(last["epoch"]), "best_epoch": int(best["epoch"])}
-    for m in GROUP_METRICS:
+    for m in FINAL_METRICS:
+        values = [r[m] for r in epochs if r.get(m) is not None and r[m] == r[m]]
         out[f"final_{m}"] = last.get(m)
-        out[f"best_{m}"] = max((r[m] for r in epochs if r.get(m) is not None), default=None)
+        out[f"best_{m}"] = (min if METRICS[m].direction == "min" else max)(values, default=None)
     return out
 
 
@@ -173,9 +175,11 @@ def pareto_front(points: list[tuple[str, list[float]]], modes: list[str]) -> lis
 def sweep_objective(sweep_doc: dict) -> tuple[list[str], list[str]]:
     """The objective metrics and modes recorded in ``sweep.yaml`` (``acc`` / ``max`` when unknown)."""
     obj = (sweep_doc.get("spec") or {}).get("objective") or {}
-    metrics, modes = obj.get("metric", "acc"), obj.get("mode", "max")
+    metrics, modes = obj.get("metric") or "acc", obj.get("mode")
     metrics = metrics if isinstance(metrics, list) else [metrics]
-    return metrics, modes if isinstance(modes, list) else [modes] * len(metrics)
+    if isinstance(modes, list):
+        return metrics, modes
+    return metrics, [modes or (METRICS[m].direction if m in METRICS else "max") for m in metrics]
 
 
 def best_trial(trials: list[dict], metric: str, mode: str) -> dict | None:

@@ -24,9 +24,10 @@ from hybridlt.sweep.config import (
     read_yaml,
     validate_run_config,
 )
+from hybridlt.sweep.metrics import FINAL_METRICS, METRICS
+from hybridlt.sweep.search import SCHEDULERS, SEARCH_ALGORITHMS
 
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice", "grid")
-EPOCH_METRICS = ("acc", "balanced_acc", "many_acc", "medium_acc", "few_acc", "loss", "ce_loss", "con_loss")
 
 
 IntRange = tuple[int, int]  # named before Param, whose field "int" shadows the builtin
@@ -72,14 +73,15 @@ class Param(Strict):
 
 class Objective(Strict):
     metric: str | list[str] = "acc"
-    mode: Literal["max", "min"] | list[Literal["max", "min"]] = "max"
+    mode: Literal["max", "min"] | list[Literal["max", "min"]] | None = Field(
+        None, description="default: each metric's own direction (max for accuracies, min for losses)")
 
     @model_validator(mode="after")
     def _shape(self):
         metrics = self.metrics
         for m in metrics:
-            if m not in EPOCH_METRICS:
-                raise ValueError(f"objective.metric: unknown metric {m!r}; allowed: {EPOCH_METRICS}")
+            if m not in FINAL_METRICS:
+                raise ValueError(f"objective.metric: unknown metric {m!r}; allowed: {', '.join(FINAL_METRICS)}")
         if isinstance(self.mode, list) and len(self.mode) != len(metrics):
             raise ValueError(f"objective.mode: {len(self.mode)} modes for {len(metrics)} metrics")
         return self
@@ -90,16 +92,18 @@ class Objective(Strict):
 
     @property
     def modes(self) -> list[str]:
-        return self.mode if isinstance(self.mode, list) else [self.mode] * len(self.metrics)
+        if isinstance(self.mode, list):
+            return self.mode
+        return [self.mode or METRICS[m].direction for m in self.metrics]
 
 
 class Search(Strict):
-    algorithm: Literal["tpe", "random", "grid"] = "tpe"
+    algorithm: Literal[SEARCH_ALGORITHMS.names()] = "tpe"  # type: ignore[valid-type]
     seed: int = 0
 
 
 class Scheduler(Strict):
-    kind: Literal["asha", "none"] = "asha"
+    kind: Literal[SCHEDULERS.names()] = "asha"  # type: ignore[valid-type]
     grace_period: int = Field(5, ge=1, description="epochs every trial runs before ASHA may stop it")
     reduction_factor: float = Field(3.0, gt=1.0)
 

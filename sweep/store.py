@@ -18,15 +18,12 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from hybridlt.sweep.metrics import EPOCH_METRICS
+
 SCHEMA_VERSION = 1
 
-EPOCH_SCHEMA = pa.schema([
-    ("trial_id", pa.string()), ("epoch", pa.int32()), ("loss", pa.float64()), ("con_loss", pa.float64()),
-    ("ce_loss", pa.float64()), ("alpha", pa.float64()), ("lr", pa.float64()), ("acc", pa.float64()),
-    ("balanced_acc", pa.float64()), ("many_acc", pa.float64()), ("medium_acc", pa.float64()),
-    ("few_acc", pa.float64()), ("epoch_time_s", pa.float64()), ("eval_time_s", pa.float64()),
-    ("images_per_s", pa.float64()), ("data_wait_s", pa.float64()),
-])
+EPOCH_SCHEMA = pa.schema([("trial_id", pa.string()), ("epoch", pa.int32()),
+                          *[(name, pa.float64()) for name in EPOCH_METRICS]])
 
 PER_CLASS_SCHEMA = pa.schema([
     ("trial_id", pa.string()), ("epoch", pa.int32()), ("class_index", pa.int32()),

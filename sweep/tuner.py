@@ -269,26 +269,23 @@ def run_sweep(spec: SweepSpec, base, resume: bool = False, address: str | None =
 
 def _new_tuner(spec, base, trainable, callbacks, concurrency, storage, param_space):
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
 
+    from hybridlt.sweep.search import SCHEDULERS, SEARCH_ALGORITHMS
+
     metrics, modes = spec.objective.metrics, spec.objective.modes
-    scheduler = None
-    if spec.scheduler.kind == "asha":
-        scheduler = ASHAScheduler(time_attr="epoch", metric=metrics[0], mode=modes[0], max_t=_max_epochs(spec, base),
-                                  grace_period=min(spec.scheduler.grace_period, base.train.epochs),
-                                  reduction_factor=spec.scheduler.reduction_factor)
-    if spec.search.algorithm == "grid" or param_space:
+    scheduler = SCHEDULERS.build(spec.scheduler.kind, metric=metrics[0], mode=modes[0], max_t=_max_epochs(spec, base),
+                                 grace_period=min(spec.scheduler.grace_period, base.train.epochs),
+                                 reduction_factor=spec.scheduler.reduction_factor)
+    sampler = SEARCH_ALGORITHMS.build(spec.search.algorithm, seed=spec.search.seed)
+    if sampler is None or param_space:
         space = {path: tune.grid_search(list(values)) for path, values in (param_space or {}).items()}
         for path, p in spec.space.items():
             space[path] = tune.grid_search(list(p.values))
         search_alg, num_samples = None, spec.trials
     else:
-        import optuna
         from ray.tune.search.optuna import OptunaSearch
 
-        sampler = (optuna.samplers.TPESampler(seed=spec.search.seed) if spec.search.algorithm == "tpe"
-                   else optuna.samplers.RandomSampler(seed=spec.search.seed))
         multi = len(metrics) > 1
         search = OptunaSearch(space=DefineByRun(spec, base.model_dump(mode="json")),
                               metric=metrics if multi else metrics[0], mode=modes if multi else modes[0],
