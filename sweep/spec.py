@@ -17,11 +17,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hybridlt.sweep.config import (
+    MISSING,
     ConfigError,
     RunConfig,
     apply_overrides,
     format_validation_error,
+    get_path,
     read_yaml,
+    set_path,
     validate_run_config,
 )
 from hybridlt.sweep.metrics import FINAL_METRICS, METRICS
@@ -156,43 +159,20 @@ def _check_space(spec: SweepSpec, base: RunConfig) -> None:
     raw = base.model_dump(mode="json")
     seen: dict[str, Param] = {}
     for path, param in spec.space.items():
-        node = raw
-        for part in path.split("."):
-            if not isinstance(node, dict) or part not in node:
-                raise ConfigError(f"space.{path}: not a field of the run config")
-            node = node[part]
+        if get_path(raw, path) is MISSING:
+            raise ConfigError(f"space.{path}: not a field of the run config")
         for cond_path in param.when:
-            if cond_path not in seen and _lookup(raw, cond_path) is _MISSING:
+            if cond_path not in seen and get_path(raw, cond_path) is MISSING:
                 raise ConfigError(f"space.{path}.when: {cond_path} is neither a field nor an earlier parameter")
         for value in param.values:  # every choice, or both bounds of a range
             try:
                 trial_raw = base.model_dump(mode="json")
-                _assign(trial_raw, path, value)
+                set_path(trial_raw, path, value)
                 RunConfig.model_validate(trial_raw)
             except ValidationError as exc:
                 first = format_validation_error(exc, f"space.{path}").splitlines()[0]
                 raise ConfigError(f"space.{path}: value {value!r} is not allowed ({first})") from None
         seen[path] = param
-
-
-_MISSING = object()
-
-
-def _lookup(raw: dict, path: str):
-    node = raw
-    for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return _MISSING
-        node = node[part]
-    return node
-
-
-def _assign(raw: dict, path: str, value) -> None:
-    parts = path.split(".")
-    node = raw
-    for part in parts[:-1]:
-        node = node[part]
-    node[parts[-1]] = value
 
 
 def apply_params(base: RunConfig, params: dict[str, Any], variants: dict[str, list[str]] | None = None) -> RunConfig:
@@ -205,7 +185,7 @@ def apply_params(base: RunConfig, params: dict[str, Any], variants: dict[str, li
     if variants is not None and "variant" in params:
         raw = apply_overrides(raw, list(variants[params.pop("variant")]))
     for path, value in params.items():
-        _assign(raw, path, value)
+        set_path(raw, path, value)
     return validate_run_config(raw, "trial")
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from hybridlt.errors import InputError
-from hybridlt.sweep.config import ConfigError
+from hybridlt.sweep.config import ConfigError, get_path
 from hybridlt.sweep.results import ResultsWriter, param_type, pareto_front, read_dataset, trial_summary, trials_schema
 from hybridlt.sweep.spec import SweepSpec
 from hybridlt.sweep.store import Location
@@ -94,12 +94,7 @@ class DefineByRun:
         self.base_raw = base_raw
 
     def lookup(self, path: str, sampled: dict):
-        if path in sampled:
-            return sampled[path]
-        node = self.base_raw
-        for part in path.split("."):
-            node = node[part]
-        return node
+        return sampled[path] if path in sampled else get_path(self.base_raw, path)
 
     def __call__(self, trial) -> None:
         sampled: dict = {}
