@@ -380,8 +380,8 @@ def _build(results_path: str | Path | Location, refresh_s: float) -> tuple[Dash,
 
 
 def _warm(cache: q.ResultsCache, memo: Memo, refresh_s: float) -> None:
-    """The first page's slow steps while nobody waits: per-class files, importance, the config validator's
-    imports (torch). Best effort: a failure here happens again, and is shown, when the page asks."""
+    """The first page's slow steps while nobody waits: per-class files and importance.
+    Best effort: a failure here happens again, and is shown, when the page asks."""
     try:
         build_layout(cache, memo, refresh_s)
     except Exception as exc:  # noqa: BLE001

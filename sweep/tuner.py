@@ -17,9 +17,17 @@ import pyarrow as pa
 
 from hybridlt.errors import InputError
 from hybridlt.sweep.config import ConfigError, get_path
-from hybridlt.sweep.results import ResultsWriter, param_type, pareto_front, read_dataset, trial_summary, trials_schema
+from hybridlt.sweep.results import (
+    ResultsWriter,
+    has_trial_row,
+    param_type,
+    pareto_front,
+    read_dataset,
+    trial_summary,
+    trials_schema,
+)
 from hybridlt.sweep.spec import SweepSpec
-from hybridlt.sweep.store import Location
+from hybridlt.sweep.store import Location, epoch_prefix
 from hybridlt.sweep.trial import TrialContext, trial_main
 
 TRIAL_RESOURCE = "hybridlt_trial"
@@ -147,7 +155,7 @@ class StoreCallback:
         return {**self.__dict__, "show": None}  # the console display is not pickled into tuner.pkl
 
     def row(self, trial_id: str, config: dict, status: str, error: str | None, wall: float | None) -> dict:
-        epochs = read_dataset(self.root, "epochs", name_prefix=f"{trial_id}-epoch-")  # this trial's files only
+        epochs = read_dataset(self.root, "epochs", name_prefix=epoch_prefix(trial_id))  # this trial's files only
         rows = sorted(epochs.to_pylist(), key=lambda r: r["epoch"]) if epochs is not None else []
         summary = trial_summary(rows)
         from hybridlt.sweep.spec import apply_params
@@ -167,7 +175,7 @@ class StoreCallback:
 
     def write(self, trial_id: str, config: dict, last_result: dict | None, status: str,
               error: str | None = None) -> None:
-        if (self.root / "trials" / f"{trial_id}.parquet").exists():
+        if has_trial_row(self.root, trial_id):
             return  # written once, when the trial first finished
         wall = (last_result or {}).get("time_total_s")
         row = self.row(trial_id, dict(config), status, error, wall)
@@ -314,7 +322,7 @@ def _reconcile(grid, callback: StoreCallback) -> None:
 
 
 def _write_pareto(spec: SweepSpec, root: Location) -> None:
-    from hybridlt.sweep.store import write_table_atomic
+    from hybridlt.sweep.store import PARETO_FILE, write_table_atomic
 
     trials = read_dataset(root, "trials")
     if trials is None:
@@ -324,4 +332,4 @@ def _write_pareto(spec: SweepSpec, root: Location) -> None:
     front = set(pareto_front([(r["trial_id"], [r[c] for c in cols]) for r in rows], spec.objective.modes))
     table = pa.Table.from_pylist([{"trial_id": r["trial_id"], **{c: r[c] for c in cols}} for r in rows
                                   if r["trial_id"] in front])
-    write_table_atomic(table, root / "pareto.parquet")
+    write_table_atomic(table, root / PARETO_FILE)
