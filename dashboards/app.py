@@ -349,7 +349,7 @@ def config_yaml(cache: q.ResultsCache, trial_id: str | None, metric: str) -> str
     try:
         return q.export_yaml(cache.trials(), trial_id, cache.root, metric)
     except (KeyError, ValueError) as exc:
-        return f"trial {trial_id}: {exc}"
+        return f"trial {trial_id}: {exc.args[0] if exc.args else exc}"
 
 
 # ---- entry points -----------------------------------------------------------------------------------
