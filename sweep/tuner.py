@@ -257,7 +257,10 @@ def run_sweep(spec: SweepSpec, base, resume: bool = False, address: str | None =
                 if isinstance(cb, StoreCallback):
                     cb.show, cb.total = show, callback.total
     else:
-        tuner = _new_tuner(spec, base, trainable, [callback, *(callbacks or [])], concurrency, storage, param_space)
+        from hybridlt.sweep.tracking import tracker_callbacks  # MLflow / TensorBoard / W&B, when asked for
+
+        tuner = _new_tuner(spec, base, trainable, [callback, *tracker_callbacks(spec, root), *(callbacks or [])],
+                           concurrency, storage, param_space)
     started = time.time()
     grid = tuner.fit()
     _reconcile(grid, callback)
