@@ -134,5 +134,5 @@ def test_mlflow_tensorboard_and_wandb_receive_the_sweep(tmp_path, mlflow_server)
         acc = [v for _, v in scalars["ray/tune/acc"]]
         assert len(acc) == 2 and any(math.isclose(acc[-1], a, rel_tol=1e-6) for a in trials.final_acc)
 
-    offline = sorted((exp_dir / "wandb" / "wandb").glob("offline-run-*"))
+    offline = sorted((exp_dir / "wandb").glob("offline-run-*"))
     assert len(offline) == 2 and all(list(d.glob("*.wandb")) for d in offline)
