@@ -170,6 +170,10 @@ def cmd_sweep(args) -> int:
                                 f"best trial {best['trial_id']}: test accuracy (%)"))
     results = f"{spec.storage.rstrip('/')}/{spec.name}/results"
     console.print(f"sweep wall time {seconds:.0f}s; results: {results}")
+    if spec.search.algorithm != "grid":
+        from hybridlt.sweep.study import hide_password, study_url
+
+        console.print(f"optuna study {spec.name!r}: optuna-dashboard {hide_password(study_url(spec))}", highlight=False)
     console.print(f"next: hybridlt export-best {results} -o best.yaml && hybridlt train --config best.yaml")
     return 0
 
