@@ -20,17 +20,29 @@ import pyarrow.parquet as pq
 
 SCHEMA_VERSION = 1
 
+GROUP_ORDER = ("many", "medium", "few")
+# long-tail diagnostics of each evaluation (model.evaluate.diagnostics_report); stores written before
+# they existed read them as null. la: post-hoc logit adjustment (τ=1); taunorm: τ-normalised classifier.
+DIAGNOSTIC_EPOCH_COLUMNS = (
+    "la_acc", "la_balanced_acc", "la_few_acc", "taunorm_acc", "taunorm_balanced_acc", "taunorm_few_acc",
+    *[f"confusion_{t}_to_{p}" for t in GROUP_ORDER for p in GROUP_ORDER],
+)
+DIAGNOSTIC_CLASS_COLUMNS = {"weight_norm": "per_class_weight_norm", "la_accuracy": "per_class_la_acc",
+                            "taunorm_accuracy": "per_class_taunorm_acc"}  # column -> metrics key
+
 EPOCH_SCHEMA = pa.schema([
     ("trial_id", pa.string()), ("epoch", pa.int32()), ("loss", pa.float64()), ("con_loss", pa.float64()),
     ("ce_loss", pa.float64()), ("alpha", pa.float64()), ("lr", pa.float64()), ("acc", pa.float64()),
     ("balanced_acc", pa.float64()), ("many_acc", pa.float64()), ("medium_acc", pa.float64()),
     ("few_acc", pa.float64()), ("epoch_time_s", pa.float64()), ("eval_time_s", pa.float64()),
     ("images_per_s", pa.float64()), ("data_wait_s", pa.float64()),
+    *[(name, pa.float64()) for name in DIAGNOSTIC_EPOCH_COLUMNS],
 ])
 
 PER_CLASS_SCHEMA = pa.schema([
     ("trial_id", pa.string()), ("epoch", pa.int32()), ("class_index", pa.int32()),
     ("class_name", pa.string()), ("train_count", pa.int64()), ("accuracy", pa.float64()),
+    *[(name, pa.float64()) for name in DIAGNOSTIC_CLASS_COLUMNS],
 ])
 
 
@@ -52,6 +64,7 @@ def per_class_table(trial_id: str, metrics: dict, class_names: Sequence[str],
         "trial_id": [trial_id] * n, "epoch": [metrics["epoch"]] * n, "class_index": list(range(n)),
         "class_name": list(class_names), "train_count": list(train_counts),
         "accuracy": [_clean(a) for a in acc],
+        **{col: [_clean(v) for v in metrics.get(key) or [None] * n] for col, key in DIAGNOSTIC_CLASS_COLUMNS.items()},
     }, schema=PER_CLASS_SCHEMA)
 
 
