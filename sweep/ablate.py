@@ -18,12 +18,12 @@ import yaml
 from pydantic import Field, model_validator
 
 from hybridlt.sweep.config import ConfigError, RunConfig, apply_overrides, validate_run_config
-from hybridlt.sweep.paired import METRIC_NAMES, ablation_report
+from hybridlt.sweep.paired import ablation_report
 from hybridlt.sweep.results import open_store, read_dataset
 from hybridlt.sweep.spec import Resources, Strict, SweepSpec, read_spec
 from hybridlt.sweep.store import Location, write_text_atomic
 
-__all__ = ["METRIC_NAMES", "AblationSpec", "ablation_report", "report_cells", "report_markdown"]  # stats: sweep.paired
+__all__ = ["AblationSpec", "ablation_report", "report_cells", "report_markdown"]  # the statistics: sweep.paired
 
 
 class AblationSpec(Strict):

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import math
 
-from hybridlt.sweep.results import GROUP_METRICS
-
-METRIC_NAMES = {"acc": "overall", "balanced_acc": "balanced", "many_acc": "many", "medium_acc": "medium",
-                "few_acc": "few"}
+from hybridlt.sweep.metrics import ACCURACY_METRICS, METRICS
 
 
 def t_quantile(df: int) -> float:
@@ -42,7 +39,7 @@ def mean_ci(values: list[float]) -> tuple[float, float, float]:
 
 
 def ablation_report(trials: list[dict], variants: list[str], reference: str,
-                    metrics: tuple[str, ...] = GROUP_METRICS) -> list[dict]:
+                    metrics: tuple[str, ...] = ACCURACY_METRICS) -> list[dict]:
     """One row per variant and metric: n, mean, std, 95% CI, and against ``reference`` the mean paired
     difference (``diff_vs_ref``, its 95% CI ``diff_ci95_low/high``) and the paired t-test p.
 
@@ -58,7 +55,8 @@ def ablation_report(trials: list[dict], variants: list[str], reference: str,
             values = {s: 100 * t[key] for s, t in by_variant[variant].items() if _number(t.get(key))}
             n = len(values)
             mean, std, half = mean_ci(list(values.values()))
-            row = {"variant": variant, "metric": METRIC_NAMES.get(metric, metric), "n": n, "mean": mean, "std": std,
+            name = METRICS[metric].label if metric in METRICS else metric
+            row = {"variant": variant, "metric": name, "n": n, "mean": mean, "std": std,
                    "ci95_low": mean - half, "ci95_high": mean + half, "diff_vs_ref": None, "diff_ci95_low": None,
                    "diff_ci95_high": None, "n_pairs": 0, "p_paired": None}
             if variant != reference:

@@ -19,8 +19,9 @@ import pyarrow.parquet as pq
 import yaml
 
 from hybridlt.data.long_tail import long_tail_counts, shot_groups
+from hybridlt.sweep.metrics import GROUP_ORDER
 from hybridlt.sweep.results import GROUP_METRICS, ResultsWriter, param_type, pareto_front, trials_schema
-from hybridlt.sweep.store import EPOCH_SCHEMA, GROUP_ORDER, PER_CLASS_SCHEMA, Location, write_table_atomic
+from hybridlt.sweep.store import EPOCH_SCHEMA, PER_CLASS_SCHEMA, Location, write_table_atomic
 
 DEFAULT_SPACE: dict[str, dict] = {
     "loss.contrastive": {"choice": ["sc", "psc", "mpsc"]},
