@@ -42,6 +42,7 @@ PER_CLASS_SCHEMA = pa.schema([
 #   per_class/<trial_id>-epoch-NNNN.parquet      one row per class, trial and epoch
 #   sweep.yaml                                   the spec, the resolved base config, parameter types
 #   pareto.parquet                               the non-dominated trials of a multi-objective sweep
+#   notes/<trial_id>.json                        a person's note and tags on a trial (the dashboard's)
 TABLE_NAMES = ("trials", "epochs", "per_class")
 SWEEP_YAML = "sweep.yaml"
 PARETO_FILE = "pareto.parquet"
@@ -50,6 +51,13 @@ EPOCH_FILE = re.compile(r"^(?P<trial>.+)-epoch-(?P<epoch>\d+)\.parquet$")
 
 def trial_file(root: Location, trial_id: str) -> Location:
     return root / "trials" / f"{trial_id}.parquet"
+
+
+NOTES_DIR = "notes"
+
+
+def note_file(root: Location, trial_id: str) -> Location:
+    return root / NOTES_DIR / f"{trial_id}.json"
 
 
 def epoch_file(root: Location, table: str, trial_id: str, epoch: int) -> Location:
