@@ -384,7 +384,7 @@ def build_layout(caches: list[q.ResultsCache], memo: Memo, refresh_s: float = 5.
                        start.get(("pareto-box", "style"), hidden)),
                  _graph("slices", start, 330)),
         _section("History", _graph("history", start, 340)),
-        _section("Learning curves", _graph("curves", start, 420)),
+        _section("Learning curves", _graph("curves", start, 420), _graph("losses", start, 560)),
         _diagnostics_section(start),
         _notes_section(start),
         _config_section(start),
@@ -425,10 +425,11 @@ def selection_figures(cache: q.ResultsCache, memo: Memo, selected: list[str], me
     rank = q.class_matrix(per_group, groups, CLASS_BINS)
     marks = q.group_boundaries(rank, cache.group_thresholds())
     curve_ids = [t for g in groups for t in view.members.get(g, [])][:CURVE_TRIALS]
-    bands = gr.curve_bands(cache.epochs(curve_ids), view.labels, metric)
+    epochs = cache.epochs(curve_ids)
+    bands = gr.curve_bands(epochs, view.labels, metric)
     return (bars, fg.class_heatmap_figure(heat, groups, metric, len(view.members)),
             fg.class_rank_figure(q.class_curves(per_group, groups, CLASS_BINS), colors, marks, rank.names is None),
-            fg.curve_bands_figure(bands, metric, colors))
+            fg.curve_bands_figure(bands, metric, colors), fg.curves_figure(epochs, metric, fg.trial_colors(curve_ids)))
 
 
 def parallel_figure(cache: q.ResultsCache, memo: Memo, metric: str, rule: str, mode: str = "static") -> go.Figure:
@@ -558,13 +559,14 @@ def diff_text(cache: q.ResultsCache, a: str | None, b: str | None) -> str:
 def chart_values(cache: q.ResultsCache, memo: Memo, selected: list[str], metric: str, rule: str,
                  mode: str = "static") -> dict[tuple[str, str], object]:
     """Every chart's ``(component id, property)`` value for a selection, metric and rule: the first view."""
-    bars, heat, rank, curves = selection_figures(cache, memo, selected, metric, rule)
+    bars, heat, rank, curves, losses = selection_figures(cache, memo, selected, metric, rule)
     importance, slices, pareto, pareto_style, hist = driver_figures(cache, memo, metric, rule)
     out = choices(cache, memo, selected, metric, rule)
     note, paired, delta = paired_outputs(cache, memo, selected, metric, rule, out[("paired-ref", "value")])
     opts, epoch, confusion, norms, posthoc = diagnostic_outputs(cache, out[("diag-trial", "value")], None, True)
     return out | {("groups", "figure"): bars, ("heatmap", "figure"): heat, ("class-rank", "figure"): rank,
-                  ("curves", "figure"): curves, ("importance", "figure"): importance, ("slices", "figure"): slices,
+                  ("curves", "figure"): curves, ("losses", "figure"): losses,
+                  ("importance", "figure"): importance, ("slices", "figure"): slices,
                   ("pareto", "figure"): pareto, ("pareto-box", "style"): pareto_style, ("history", "figure"): hist,
                   ("parallel", "figure"): parallel_figure(cache, memo, metric, rule, mode),
                   ("paired-note", "children"): note, ("paired-table", "data"): paired,
@@ -593,7 +595,7 @@ def register_callbacks(app: Dash, cache: q.ResultsCache, memo: Memo) -> None:
         return refresh_outputs(cache, memo, version, ids, metric, rule, metric_changed=ctx.triggered_id != "tick")
 
     app.callback(Output("groups", "figure"), Output("heatmap", "figure"), Output("class-rank", "figure"),
-                 Output("curves", "figure"), ver, sel, met, bud, **later)(
+                 Output("curves", "figure"), Output("losses", "figure"), ver, sel, met, bud, **later)(
         lambda _, ids, metric, rule: selection_figures(cache, memo, list(ids or []), metric, rule))
     app.callback(Output("parallel", "figure"), ver, met, bud, Input("parallel-mode", "value"), **later)(
         lambda _, metric, rule, mode: parallel_figure(cache, memo, metric, rule, mode))

@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative, sample_colorscale
 from plotly.subplots import make_subplots
 
-from hybridlt.dashboards.queries import GROUPS, ClassMatrix
+from hybridlt.dashboards.queries import ClassMatrix
 from hybridlt.sweep.metrics import ACCURACY_METRICS, METRICS
 
 _AXIS = {"gridcolor": "#EBF0F8", "linecolor": "#EBF0F8", "zerolinecolor": "#EBF0F8", "automargin": True}
@@ -123,39 +123,6 @@ def class_rank_figure(curves: pd.DataFrame, colors: dict[str, str], thresholds_x
     fig.update_yaxes(title_text=f"accuracy % ({kind})", range=[-2, 102])
     return _layout(fig, "Per-class accuracy vs class rank (selected groups, mean over seeds)", 420,
                    legend={"orientation": "h", "y": -0.2})
-
-
-# ---- head / medium / tail -------------------------------------------------------------------------
-def group_bars_figure(groups: pd.DataFrame) -> go.Figure:
-    """Grouped bars: many / medium / few accuracy per selected trial."""
-    if groups.empty:
-        return empty_figure("select trials in the table")
-    fig = go.Figure()
-    for g in GROUPS:
-        rows = groups[groups["group"] == g]
-        fig.add_trace(go.Bar(x=rows["trial_id"], y=rows["accuracy"], name=g, marker_color=GROUP_COLORS[g],
-                             text=[None if pd.isna(v) else f"{100 * v:.0f}" for v in rows["accuracy"]],
-                             textposition="outside", hovertemplate=f"%{{x}} {g}: %{{y:.3f}}<extra></extra>"))
-    fig.update_yaxes(title_text="final accuracy", range=[0, 1.1])
-    fig.update_xaxes(type="category")
-    return _layout(fig, "Head / medium / tail accuracy (selected trials)", 380, barmode="group",
-                   legend={"orientation": "h", "y": 1.08, "x": 1, "xanchor": "right"})
-
-
-def variant_bars_figure(stats: pd.DataFrame) -> go.Figure:
-    """Ablation: many / medium / few (and all) accuracy per variant, mean with std over seeds as error bars."""
-    if stats.empty:
-        return empty_figure("no ablation trials")
-    fig = go.Figure()
-    for g in (*GROUPS, "all"):
-        rows = stats[stats["group"] == g]
-        fig.add_trace(go.Bar(x=rows["variant"], y=rows["mean"], name=g, marker_color=GROUP_COLORS[g],
-                             error_y={"type": "data", "array": rows["std"], "visible": True}, customdata=rows["n"],
-                             hovertemplate=f"%{{x}} {g}: %{{y:.3f}} ± %{{error_y.array:.3f}} "
-                                           f"(%{{customdata}} seeds)<extra></extra>"))
-    fig.update_yaxes(title_text="final accuracy (mean ± std over seeds)", range=[0, 1.05])
-    return _layout(fig, "Ablation: accuracy per variant", 380, barmode="group",
-                   legend={"orientation": "h", "y": 1.08, "x": 1, "xanchor": "right"})
 
 
 # ---- what drives accuracy -------------------------------------------------------------------------
@@ -357,7 +324,8 @@ def curves_figure(epochs: pd.DataFrame, metric: str, colors: dict[str, str]) -> 
     fig.update_xaxes(tick0=1, dtick=max(1, math.ceil(epochs["epoch"].max() / 8)))
     fig.update_xaxes(title_text="epoch", row=2)
     fig.update_annotations(font_size=12)
-    return _layout(fig, "Learning curves (selected trials)", 560, legend={"orientation": "h", "y": -0.12})
+    return _layout(fig, "Per trial: accuracy, losses and α over epochs (selected trials)", 560,
+                   legend={"orientation": "h", "y": -0.12})
 
 
 # ---- seeds grouped, paired comparison, diagnostics, history (accuracies in percent) ----------------

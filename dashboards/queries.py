@@ -350,28 +350,6 @@ def class_curves(per_class: dict[str, pa.Table], trial_ids: list[str], max_bins:
                          "accuracy": m.acc.ravel(), "train_count": np.tile(m.counts, t)})
 
 
-def group_accuracy(trials: pd.DataFrame, trial_ids: list[str], stage: str = "final") -> pd.DataFrame:
-    """Long frame ``trial_id, group, accuracy`` (many / medium / few) for the given trials, in that order."""
-    sub = trials.set_index("trial_id").reindex([t for t in trial_ids if t in set(trials["trial_id"])])
-    rows = [{"trial_id": t, "group": g, "accuracy": sub.at[t, f"{stage}_{g}_acc"]} for t in sub.index for g in GROUPS]
-    return pd.DataFrame(rows, columns=["trial_id", "group", "accuracy"])
-
-
-def is_ablation(trials: pd.DataFrame) -> bool:
-    """An ablation's trials carry ``param.variant`` and ``param.seed``."""
-    return {"param.variant", "param.seed"} <= set(trials.columns)
-
-
-def variant_accuracy(trials: pd.DataFrame, stage: str = "final") -> pd.DataFrame:
-    """Per variant and group (many / medium / few / all): mean, std over seeds (0 for one seed) and n."""
-    cols = {g: f"{stage}_{g}_acc" for g in GROUPS} | {"all": f"{stage}_acc"}
-    long = trials.melt(id_vars=["param.variant"], value_vars=list(cols.values()), var_name="col", value_name="acc")
-    long["group"] = long["col"].map({v: k for k, v in cols.items()})
-    out = long.groupby(["param.variant", "group"], sort=False)["acc"].agg(["mean", "std", "count"]).reset_index()
-    out["std"] = out["std"].fillna(0.0)
-    return out.rename(columns={"param.variant": "variant", "count": "n"})
-
-
 def pareto_points(trials: pd.DataFrame, metrics: list[str], modes: list[str],
                   front_ids: set[str] | None = None) -> pd.DataFrame:
     """``trial_id, x, y, on_front`` for the first two objectives; the front from ``pareto.parquet`` or computed."""
