@@ -659,7 +659,7 @@ def config_yaml(cache: q.ResultsCache, memo: Memo, trial_id: str | None, metric:
     try:
         text = q.export_yaml(cache.trials(), trial_id, cache.root, metric)
     except (KeyError, ValueError) as exc:
-        return f"trial {trial_id}: {exc}"
+        return f"trial {trial_id}: {exc.args[0] if exc.args else exc}"
     view = view_of(cache, memo, metric, "final")
     group = view.labels.get(trial_id)
     n = len(view.members.get(group, []))

@@ -446,7 +446,7 @@ def export_yaml(trials: pd.DataFrame, trial_id: str, root: Location | str, metri
     """The YAML ``hybridlt export-best`` would write for this trial."""
     rows = trials[trials["trial_id"] == trial_id]
     if rows.empty:
-        raise KeyError(trial_id)
+        raise KeyError(f"no such trial in {root}")
     return exported_config(rows.iloc[0].to_dict(), root, metric)
 
 

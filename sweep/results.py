@@ -186,12 +186,15 @@ def has_trial_row(root, trial_id: str) -> bool:
 
 
 def open_store(where: str | Path) -> Location:
-    """The ``results`` folder for a path given by a user: the folder itself or the sweep folder above it."""
+    """The ``results`` folder for a path given by a user: the folder itself, the sweep folder above it,
+    or a run directory of ``hybridlt train``."""
     base = Location.of(where)
     for candidate in (base, base / "results"):
         if (candidate / SWEEP_YAML).exists() or (candidate / "trials").is_dir():
             return candidate
-    raise StoreError(f"RESULTS: {where} is not a hybridlt results store (no sweep.yaml or trials/ inside)")
+    if (base / "epochs").is_dir():  # a run directory of ``hybridlt train``
+        return base
+    raise StoreError(f"RESULTS: {where} is not a hybridlt results store (no sweep.yaml, trials/ or epochs/ inside)")
 
 
 def trial_summary(epochs: list[dict] | None) -> dict:

@@ -227,6 +227,9 @@ def run_sweep(spec: SweepSpec, base, resume: bool = False, address: str | None =
 
     # A trial that finished before a driver crash returns at once on resume, reporting nothing.
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    # Tune's newer console output prints an experiment banner whatever the verbosity; the older one is
+    # silent at verbose=0, so the sweep's own progress lines (or nothing, from the API) are all that shows.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     r = spec.resources
     use_train = r.use_train if r.use_train is not None else r.workers > 1
     slots = spec.concurrency or total_trials(spec, param_space)

@@ -83,6 +83,7 @@ def test_callbacks_return_figures_for_a_selection(built):
     assert out[("config-trial", "value")] == "t1" and out[("diff-b", "value")] == "t3"
     assert "name: known-best" in A.config_yaml(cache, memo, "t1", "acc")
     assert A.config_yaml(cache, memo, None, "acc") == "no trial yet"
+    assert A.config_yaml(cache, memo, "nope", "acc") == f"trial nope: no such trial in {cache.root}"
     diff = A.diff_text(cache, "t1", "t2")
     assert "loss.temperature  0.1  |  0.5" in diff and "loss.contrastive  sc  |  psc" in diff
 
