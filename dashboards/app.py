@@ -485,7 +485,7 @@ def choices(cache: q.ResultsCache, memo: Memo, selected: list[str], metric: str,
     best_group = groups[0] if groups else None
     pool = view.trials[view.trials["trial_id"].isin(view.members.get(best_group, []))]
     best = q.best_trial_id(pool, metric, view.mode) or (ids[0] if ids else None)
-    trial_opts = [{"label": f"{t} · {view.labels[t]}", "value": t} for t in ids]
+    trial_opts = [{"label": t if view.labels[t] == t else f"{t} · {view.labels[t]}", "value": t} for t in ids]
     note = cache.notes().get(best, {}) if best else {}
     return {("paired-ref", "options"): [{"label": g, "value": g} for g in groups],
             ("paired-ref", "value"): reference_group(cache, view, groups),
@@ -502,6 +502,10 @@ def paired_outputs(cache: q.ResultsCache, memo: Memo, selected: list[str], metri
     """The paired-comparison note, table rows (Δ, CI, p per group and metric) and per-class Δ heatmap."""
     view = view_of(cache, memo, metric, rule)
     groups = view.groups_of(selected)
+    if gr.SEED not in view.trials:
+        return ("This store has no param.seed: each configuration ran once, so there are no seeds to pair. "
+                "Run an ablation (`hybridlt ablate`) or confirm the best configs with several seeds.", [],
+                fg.empty_figure("no seeds to pair in this store"))
     if not reference or reference not in groups or len(groups) < 2:
         return ("Select trials of two or more groups (e.g. two variants' seeds) to compare them.", [],
                 fg.empty_figure("select trials of two or more groups"))

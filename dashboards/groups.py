@@ -45,7 +45,10 @@ def _show(v) -> str:
 
 
 def group_labels(trials: pd.DataFrame, params: list[str]) -> pd.Series:
-    """Each trial's group, named by its variant and parameters (the seed left out), by trial id."""
+    """Each trial's group, named by its variant and parameters (the seed left out), by trial id. Without a
+    seed column every trial is its own group, named by its trial id (its parameters are in the table)."""
+    if SEED not in params and SEED not in trials:
+        return pd.Series(trials["trial_id"].to_numpy(), index=trials["trial_id"].to_numpy())
     keys = hyperparams(params)
     if not keys:
         return pd.Series("all trials", index=trials["trial_id"].to_numpy())

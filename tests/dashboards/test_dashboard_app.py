@@ -40,8 +40,7 @@ def built(tmp_path):  # the app and its one cache
     return A._build(tmp_path / "results", 5.0)
 
 
-T1 = "loss.temperature=0.1, loss.contrastive=sc"  # the known store's trials have no seed: a group each
-T2 = "loss.temperature=0.5, loss.contrastive=psc"
+T1, T2 = "t1", "t2"  # the known store's trials have no seed: each its own group, named by its trial id
 
 
 def test_layout_renders_with_the_table_filled_and_the_best_groups_selected(built):

@@ -34,8 +34,11 @@ def test_seed_is_not_a_hyperparameter_and_groups_are_variants():
     assert gr.hyperparams(params) == ["param.variant"]
     labels = gr.group_labels(frame, params)
     assert labels["a1"] == "a" and labels["b9"] == "b" and gr.seeds_of(frame)["b2"] == 2
-    swept = pd.DataFrame({"trial_id": ["x", "y"], "param.lr": [0.1, 0.01], "param.loss": ["sc", "psc"]})
-    assert list(gr.group_labels(swept, ["param.lr", "param.loss"])) == ["lr=0.1, loss=sc", "lr=0.01, loss=psc"]
+    swept = pd.DataFrame({"trial_id": ["x", "y", "z"], "param.lr": [0.1, 0.01, 0.1], "param.loss": ["sc", "psc", "sc"],
+                          "param.seed": [0, 0, 1]})
+    labels = gr.group_labels(swept, ["param.lr", "param.loss", "param.seed"])
+    assert list(labels) == ["lr=0.1, loss=sc", "lr=0.01, loss=psc", "lr=0.1, loss=sc"]  # x and z: one config
+    assert list(gr.group_labels(swept.drop(columns="param.seed"), ["param.lr", "param.loss"])) == ["x", "y", "z"]
 
 
 def test_final_budget_scores_completed_trials_and_marks_stopped_ones():
