@@ -310,14 +310,15 @@ def curves_figure(epochs: pd.DataFrame, metric: str, colors: dict[str, str]) -> 
     """Per selected trial over epochs: the chosen accuracy, the contrastive and CE losses, and alpha."""
     if epochs.empty:
         return empty_figure("select trials in the table (no epochs reported for them yet)")
-    panels = [(metric, METRIC_LABELS.get(metric, metric)), ("con_loss", "contrastive loss"),
+    panels = [(metric, METRIC_LABELS.get(metric, metric) + " %"), ("con_loss", "contrastive loss"),
               ("ce_loss", "cross-entropy loss"), ("alpha", "α (weight of the contrastive loss)")]
     fig = make_subplots(rows=2, cols=2, subplot_titles=[t for _, t in panels], vertical_spacing=0.16,
                         horizontal_spacing=0.08)
     mode = "lines+markers" if epochs["epoch"].max() <= 40 else "lines"  # a one-epoch trial is still seen
     for t, rows in epochs.groupby("trial_id", sort=False):
         for i, (col, _) in enumerate(panels):
-            fig.add_trace(go.Scatter(x=rows["epoch"], y=rows[col], name=t, legendgroup=t, showlegend=i == 0,
+            y = 100 * rows[col] if col in ACCURACY_METRICS else rows[col]  # accuracies in percent
+            fig.add_trace(go.Scatter(x=rows["epoch"], y=y, name=t, legendgroup=t, showlegend=i == 0,
                                      mode=mode, line={"color": colors.get(t)}, marker={"size": 4},
                                      hovertemplate=f"{t} epoch %{{x}}: %{{y:.3f}}<extra></extra>"),
                           row=i // 2 + 1, col=i % 2 + 1)

@@ -105,7 +105,7 @@ def test_learning_curves_four_panels_one_legend_entry_per_trial():
                            "alpha": [1.0, 0.5, 1.0]})
     fig = fg.curves_figure(epochs, "few_acc", {"a": "red"})
     assert len(fig.data) == 8 and sum(t.showlegend for t in fig.data) == 2
-    assert list(fig.data[0].y) == [0.0, 0.1] and fig.layout.annotations[0].text == "few-shot accuracy"
+    assert list(fig.data[0].y) == pytest.approx([0.0, 10.0]) and fig.layout.annotations[0].text == "few-shot accuracy %"
 
 
 @pytest.mark.parametrize("call", [
