@@ -108,7 +108,7 @@ def make_view(cache: q.ResultsCache, metric: str, rule: str) -> View:
 
 
 def view_of(cache: q.ResultsCache, memo: Memo, metric: str, rule: str) -> View:
-    kind, value = memo.get(("view", cache.version, metric, rule), lambda: make_view(cache, metric, rule))
+    kind, value = memo.get(("view", id(cache), cache.version, metric, rule), lambda: make_view(cache, metric, rule))
     if kind == "error":
         raise ValueError(value)
     return value
@@ -451,7 +451,7 @@ def driver_figures(cache: q.ResultsCache, memo: Memo, metric: str, rule: str) ->
     if len(metrics) > 1 and all(f"final_{m}" in scored for m in metrics[:2]):
         pareto = fg.pareto_figure(q.pareto_points(scored, metrics, modes, cache.pareto_ids()), metrics[0], metrics[1])
         style = CELL
-    kind, value = memo.get(("importance", cache.version, metric, rule),
+    kind, value = memo.get(("importance", id(cache), cache.version, metric, rule),
                            lambda: q.param_importance(view.budget.frame[view.budget.frame["scored"]], metric,
                                                       view.mode))
     if kind == "error":

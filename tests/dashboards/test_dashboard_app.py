@@ -212,9 +212,11 @@ def test_two_stores_side_by_side(tmp_path):
     layout = app.layout()
     stores = find(layout, "stores")
     assert "side by side" in stores.children[0].children
-    for k in (0, 1):
-        assert len(find(layout, f"store-{k}-groups").figure.data) == 4, k
-        assert find(layout, f"store-{k}-history").figure.data
+    bars = [find(layout, f"store-{k}-groups").figure for k in (0, 1)]
+    assert list(bars[0].data[0].x) == ["t2", "t1"]  # each store its own groups (t3 stopped early: not scored)
+    assert sorted(bars[1].data[0].x) == ["full", "solo"] and len(bars[1].data) == 4
+    history = [find(layout, f"store-{k}-history").figure for k in (0, 1)]
+    assert sorted(history[0].data[0].text) == ["t1", "t2"] and len(history[1].data[0].text) >= 2
     assert find(layout, "trials").data[0]["trial_id"] == "t2"  # the detailed view is of the first store
 
 
