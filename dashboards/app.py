@@ -52,7 +52,7 @@ class Memo:
     """Results of slow aggregations (importance) per store version and arguments, computed once."""
 
     def __init__(self):
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a memoised first view computes memoised views inside it
         self._values: dict[tuple, object] = {}
 
     def get(self, key: tuple, compute):
@@ -340,6 +340,16 @@ def store_name(cache: q.ResultsCache) -> str:
     return ((cache.sweep_doc.get("spec") or {}).get("name")) or Path(str(cache.where)).name
 
 
+def first_view(cache: q.ResultsCache, memo: Memo, metric: str, rule: str, notes: dict) -> tuple:
+    """The table (columns, rows, the selected rows) and every chart of the page as it opens."""
+    view = view_of(cache, memo, metric, rule)
+    columns = table_columns(view)
+    rows = table_rows(view, columns, notes)
+    keep = set(default_selection(view)) or {r["id"] for r in rows[:DEFAULT_SELECTED]}
+    selected = [i for i, r in enumerate(rows) if r["id"] in keep]
+    return columns, rows, selected, chart_values(cache, memo, [rows[i]["id"] for i in selected], metric, rule)
+
+
 def build_layout(caches: list[q.ResultsCache], memo: Memo, refresh_s: float = 5.0, skeleton: bool = False) -> html.Div:
     """The whole page with every chart drawn for the best groups, selected in the filled table.
 
@@ -355,13 +365,13 @@ def build_layout(caches: list[q.ResultsCache], memo: Memo, refresh_s: float = 5.
     start: dict = {}
     if skeleton:
         columns, rows, selected = [], [], []
-    else:
-        view = view_of(cache, memo, metric, rule)
-        columns = table_columns(view)
-        rows = table_rows(view, columns, cache.notes())
-        keep = set(default_selection(view)) or {r["id"] for r in rows[:DEFAULT_SELECTED]}
-        selected = [i for i, r in enumerate(rows) if r["id"] in keep]
-        start = chart_values(cache, memo, [rows[i]["id"] for i in selected], metric, rule)
+    else:  # the first view is the same for every visitor until the store (or a note) changes: made once
+        notes = cache.notes()
+        key = ("first view", id(cache), cache.version, metric, rule, repr(sorted(notes.items())))
+        kind, value = memo.get(key, lambda: first_view(cache, memo, metric, rule, notes))
+        if kind == "error":
+            raise ValueError(value)
+        columns, rows, selected, start = value
     hidden = {"display": "none"}
     stores = _stores_section(caches, memo, metric, rule) if len(caches) > 1 and not skeleton else \
         html.Div(id="stores", style=hidden)
