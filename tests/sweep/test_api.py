@@ -72,7 +72,7 @@ def test_ablate_api_runs_variants_by_seeds_and_reports(tmp_path, local_ray):
     doc = {"name": "abl", "storage": str(tmp_path / "abl"), "base": QUICK, "overrides": [*TINY, "train.epochs=1",
            "optim.warmup_epochs=0"], "variants": {"sc": ["loss.contrastive=sc"], "psc": ["loss.contrastive=psc"]},
            "seeds": [0, 1], "concurrency": 2}
-    (tmp_path / "abl.yaml").write_text(yaml.safe_dump(doc))
+    (tmp_path / "abl.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     table = hybridlt.ablate(tmp_path / "abl.yaml")
     overall = table[table.metric == "overall"].set_index("variant")
     assert list(overall.index) == ["sc", "psc"] and list(overall.n) == [2, 2]
