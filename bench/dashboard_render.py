@@ -5,7 +5,8 @@ store's cold queries in this process, then serves ``hybridlt dashboard`` in a su
 loopback port and drives headless Chromium (Debian's ``chromium``, Playwright): the time from
 navigation to every main chart drawn and the best config shown, in fresh browser contexts. Server
 start is excluded (we wait for the page's layout to be served, then for the server's warm-up).
-Writes ``bench/results/dashboard_render_cpu_<trials>x<classes>.md``.  Needs Playwright and chromium (not a bare GPU box).
+Writes ``bench/results/dashboard_render_cpu_<trials>x<classes>.md``. Needs Playwright and chromium
+(not a bare GPU box).
 
 Usage: python bench/dashboard_render.py [--store DIR] [--trials 1000 --classes 1000 --epochs 20]
        python bench/dashboard_render.py --trials 10000 --classes 100 --epochs 10
