@@ -50,6 +50,8 @@ class Trainer:
     amp: bool = True
     checkpoint_every: int = 1
     start_epoch: int = 0
+    eval_every: int = 1
+    milestones: frozenset[int] = frozenset()  # 1-based epochs that are always evaluated and checkpointed
 
     @property
     def core(self) -> nn.Module:
@@ -119,17 +121,31 @@ class Trainer:
             "data_wait_s": float(getattr(self.streams, "data_wait_s", 0.0)),
         }
 
+    def evaluates(self, done: int) -> bool:
+        """Whether epoch ``done`` (1-based) is evaluated: every ``eval_every``-th, each milestone
+        (a scheduler's rung, which needs the metric there), and the last."""
+        return done == self.epochs or done % self.eval_every == 0 or done in self.milestones
+
+    def checkpoints(self, done: int) -> bool:
+        """Whether epoch ``done`` (1-based) is checkpointed: every ``checkpoint_every``-th, each
+        milestone (a trial stopped at a rung keeps its state there), and the last."""
+        return done == self.epochs or done % self.checkpoint_every == 0 or done in self.milestones
+
     def fit(self, report: Report) -> dict:
-        """Train from ``start_epoch`` to ``epochs``; returns the last epoch's metrics."""
+        """Train from ``start_epoch`` to ``epochs``; returns the last epoch's metrics.
+
+        An epoch that is not evaluated reports its training metrics only (no accuracy keys) and
+        ``eval_time_s`` 0."""
         metrics: dict = {}
         for epoch in range(self.start_epoch, self.epochs):
+            done = epoch + 1
             metrics = self.train_epoch(epoch)
-            start = time.perf_counter()
-            net = self.core.net
-            net.eval()
-            metrics.update(self.evaluate(net))
-            metrics["eval_time_s"] = time.perf_counter() - start
-            last = epoch + 1 == self.epochs
-            wants_ckpt = last or (epoch + 1) % self.checkpoint_every == 0
-            report(metrics, self.state_dict(epoch + 1) if wants_ckpt else None)
+            metrics["eval_time_s"] = 0.0
+            if self.evaluates(done):
+                start = time.perf_counter()
+                net = self.core.net
+                net.eval()
+                metrics.update(self.evaluate(net))
+                metrics["eval_time_s"] = time.perf_counter() - start
+            report(metrics, self.state_dict(done) if self.checkpoints(done) else None)
         return metrics

@@ -109,6 +109,8 @@ def build_run(cfg: RunConfig, rank: int = 0, world_size: int = 1, device: torch.
               data: InMemoryData | ImageListData | None = None, wrap=None) -> RunParts:
     """Everything to train ``cfg`` on this rank. ``wrap(objective)`` may wrap it (DDP)."""
     device = device or resolve_device(cfg.train.device, rank)
+    if device.type == "cuda":  # fixed input shapes: let cuDNN time its algorithms once and keep the fastest
+        torch.backends.cudnn.benchmark = True
     torch.manual_seed(cfg.seed)
     data = data if data is not None else load_dataset(cfg.data)
     labels = data.train_labels.numpy() if hasattr(data.train_labels, "numpy") else data.train_labels
@@ -135,7 +137,8 @@ def build_run(cfg: RunConfig, rank: int = 0, world_size: int = 1, device: torch.
     if wrap is not None:
         objective = wrap(objective)
     if cfg.train.compile:
-        objective = torch.compile(objective)
+        mode = None if cfg.train.compile in (True, "default") else cfg.train.compile
+        objective = torch.compile(objective, mode=mode)
     batches = _eval_batches(data, cfg, rank, world_size, normalize, device)
     amp_dtype = torch.bfloat16 if cfg.train.amp and device.type == "cuda" else None
 
@@ -144,5 +147,6 @@ def build_run(cfg: RunConfig, rank: int = 0, world_size: int = 1, device: torch.
         return accuracy_report(correct.tolist(), total.tolist(), groups)
 
     trainer = Trainer(objective, optimizer, scheduler, streams, curriculum, evaluate, cfg.train.epochs, device,
-                      amp=cfg.train.amp, checkpoint_every=cfg.train.checkpoint_every)
+                      amp=cfg.train.amp, checkpoint_every=cfg.train.checkpoint_every,
+                      eval_every=cfg.train.eval_every)
     return RunParts(cfg, trainer, list(data.class_names), counts, groups)

@@ -81,7 +81,8 @@ class ResultsWriter:
     def epoch(self, trial_id: str, metrics: dict, class_names, counts) -> None:
         name = f"{trial_id}-epoch-{metrics['epoch']:04d}.parquet"
         write_table_atomic(epoch_table(trial_id, metrics), self.root / "epochs" / name)
-        write_table_atomic(per_class_table(trial_id, metrics, class_names, counts), self.root / "per_class" / name)
+        if "per_class_acc" in metrics:  # an epoch without evaluation (train.eval_every) has none
+            write_table_atomic(per_class_table(trial_id, metrics, class_names, counts), self.root / "per_class" / name)
 
     def trial(self, row: dict, schema: pa.Schema) -> None:
         clean = {f.name: _cast(row.get(f.name), f.type) for f in schema}
