@@ -13,13 +13,24 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from hybridlt.data.dataset import DATASETS, required_fields
+from hybridlt.data.long_tail import PROFILES
 from hybridlt.data.samplers import SAMPLERS
 from hybridlt.errors import InputError
 from hybridlt.model.backbones import BACKBONES
-from hybridlt.model.losses import CLASSIFIER_LOSSES
+from hybridlt.model.curriculum import CURRICULA
+from hybridlt.model.hybrid import CLASSIFIERS
+from hybridlt.model.losses import CLASSIFIER_LOSSES, CONTRASTIVE_LOSSES
+from hybridlt.model.optim import SCHEDULES
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
-Sampler = Literal[SAMPLERS]  # type: ignore[valid-type]
+
+# The allowed names of every choice come from its registry (the registries live beside the implementations).
+def _choice(registry):
+    return Literal[registry.names()]  # type: ignore[valid-type]
+
+
+Sampler = _choice(SAMPLERS)
 
 
 class ConfigError(InputError):
@@ -31,11 +42,11 @@ class Section(BaseModel):
 
 
 class DataConfig(Section):
-    dataset: Literal["digits_lt", "cifar10_lt", "cifar100_lt", "inat2018", "image_list"] = "digits_lt"
+    dataset: _choice(DATASETS) = "digits_lt"
     root: str = "data_cache"
     download: bool = False
     imbalance_ratio: float = Field(100.0, ge=1.0)
-    profile: Literal["exp", "step"] = "exp"
+    profile: _choice(PROFILES) = "exp"
     max_count: int | None = Field(None, ge=1, description="images of the largest class (default: all)")
     test_per_class: int = Field(50, ge=1, description="digits_lt: balanced test images per class")
     seed: int = Field(0, description="seed of the long-tailed subsampling, fixed across run seeds")
@@ -48,8 +59,10 @@ class DataConfig(Section):
 
     @model_validator(mode="after")
     def _check(self):
-        if self.dataset in ("inat2018", "image_list") and not (self.train_list and self.val_list):
-            raise ValueError(f"data.train_list and data.val_list are required for dataset {self.dataset!r}")
+        missing = [f"data.{name}" for name in required_fields(self.dataset) if getattr(self, name, None) is None]
+        if missing:
+            raise ValueError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required for "
+                             f"dataset {self.dataset!r}")
         if self.few_below > self.many_above + 1:
             raise ValueError(f"data.few_below: {self.few_below} must be <= data.many_above + 1 "
                              f"({self.many_above + 1})")
@@ -72,23 +85,16 @@ class AugmentConfig(Section):
 
 
 class ModelConfig(Section):
-    backbone: str = "resnet32"
+    backbone: _choice(BACKBONES) = "resnet32"
     proj_dim: int = Field(128, ge=1)
     proj_hidden: int | None = Field(None, ge=1, description="default: the backbone's feature width")
-    classifier: Literal["linear", "cosine"] | None = Field(
+    classifier: _choice(CLASSIFIERS) | None = Field(
         None, description="default: cosine for ldam/ldam_drw, linear otherwise")
-
-    @field_validator("backbone")
-    @classmethod
-    def _known(cls, v):
-        if v not in BACKBONES:
-            raise ValueError(f"unknown backbone {v!r}; allowed: {sorted(BACKBONES)}")
-        return v
 
 
 class LossConfig(Section):
-    contrastive: Literal["sc", "psc", "mpsc", "ce"] = "sc"
-    classifier: str = "ce"
+    contrastive: _choice(CONTRASTIVE_LOSSES) = "sc"
+    classifier: _choice(CLASSIFIER_LOSSES) = "ce"
     temperature: float = Field(0.1, gt=0.0)
     prototypes_per_class: int = Field(1, ge=1, description="mpsc only")
     focal_gamma: float = Field(1.0, ge=0.0, description="focal, cb_focal: gamma")
@@ -98,16 +104,9 @@ class LossConfig(Section):
     ldam_scale: float = Field(30.0, gt=0.0, description="ldam: logit scale s")
     la_tau: float = Field(1.0, ge=0.0, description="logit_adjust: tau (1 = balanced softmax)")
 
-    @field_validator("classifier")
-    @classmethod
-    def _known(cls, v):
-        if v not in CLASSIFIER_LOSSES:
-            raise ValueError(f"unknown classifier loss {v!r}; allowed: {sorted(CLASSIFIER_LOSSES)}")
-        return v
-
 
 class CurriculumConfig(Section):
-    kind: Literal["power", "cosine", "step", "constant", "two_stage"] = "power"
+    kind: _choice(CURRICULA) = "power"
     power: float = Field(2.0, gt=0.0, description="power: alpha = 1 - (t/T)^power")
     value: Fraction = Field(0.5, description="constant: alpha")
     switch: Fraction = Field(0.5, description="step, two_stage: fraction of epochs before the switch")
@@ -119,7 +118,7 @@ class OptimConfig(Section):
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     weight_decay: float = Field(1e-4, ge=0.0)
     nesterov: bool = False
-    schedule: Literal["multistep", "cosine", "constant"] = "multistep"
+    schedule: _choice(SCHEDULES) = "multistep"
     warmup_epochs: float = Field(0.0, ge=0.0)
     milestones: list[Annotated[int, Field(ge=1)]] = [120, 160]
     gamma: float = Field(0.1, gt=0.0, le=1.0)
@@ -179,6 +178,8 @@ def format_validation_error(exc: ValidationError, source: str = "config") -> str
             lines.append(f"{source}: {path}: unknown key (value {err['input']!r}); see the README's config reference")
         elif err["type"] == "missing":
             lines.append(f"{source}: {path}: required")
+        elif err["type"] == "literal_error":  # a name that is not in its registry
+            lines.append(f"{source}: {path}: unknown value {err['input']!r}; allowed: {err['ctx']['expected']}")
         else:
             where = f"{path}: " if path else ""
             lines.append(f"{source}: {where}{msg} (value {err['input']!r})"

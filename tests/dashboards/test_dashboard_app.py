@@ -11,8 +11,8 @@ from dashstores import known_store, write_known_trial
 from hybridlt.cli import main
 from hybridlt.dashboards import app as A
 from hybridlt.dashboards import queries as q
-from tests.dashboards.synthetic import write_synthetic_store
 from hybridlt.sweep.results import StoreError
+from tests.dashboards.synthetic import write_synthetic_store
 
 
 def find(component, component_id):
