@@ -95,13 +95,7 @@ class Trainer:
         steps, images = 0, 0
         start = time.perf_counter()
         for step, (cx, cy, ex, ey) in enumerate(self.streams.epoch(epoch)):
-            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                loss, con_loss, ce_loss = self.objective(cx, cy, ex, ey, alpha, epoch, frozen)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            self.scheduler.step()
-            parts = torch.stack([loss.detach(), con_loss.detach(), ce_loss.detach()]).double()
+            parts = self.step(cx, cy, ex, ey, alpha, epoch, frozen)
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(parts[0]), step, first_bad)
             sums += parts
             steps += 1
@@ -120,6 +114,19 @@ class Trainer:
             "steps": steps, "epoch_time_s": seconds, "images_per_s": images / seconds if seconds else 0.0,
             "data_wait_s": float(getattr(self.streams, "data_wait_s", 0.0)),
         }
+
+    def step(self, cx, cy, ex, ey, alpha: float, epoch: int, frozen: bool = False) -> torch.Tensor:
+        """One optimiser step; returns ``(loss, con_loss, ce_loss)`` as a float64 tensor on the device.
+
+        Nothing here reads a device value on the host (tests/model/test_step_syncs.py): the CPU
+        queues the next step while the GPU runs this one."""
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            loss, con_loss, ce_loss = self.objective(cx, cy, ex, ey, alpha, epoch, frozen)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return torch.stack([loss.detach(), con_loss.detach(), ce_loss.detach()]).double()
 
     def evaluates(self, done: int) -> bool:
         """Whether epoch ``done`` (1-based) is evaluated: every ``eval_every``-th, each milestone
