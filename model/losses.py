@@ -214,11 +214,15 @@ class FocalLoss(ClassifierLoss):
 
 @CLASSIFIER_LOSSES.register("cb_ce")
 class ClassBalancedLoss(ClassifierLoss):
-    """CE (``focal_gamma`` 0) or focal loss weighted by the effective number of samples (``cb_beta``)."""
+    """CE weighted by the effective number of samples (``cb_beta``): ``sum_i w_{y_i} CE_i / sum_i w_{y_i}``.
 
-    def __init__(self, class_counts, epochs, cb_beta: float = 0.9999, focal_gamma: float = 0.0):
+    Takes no ``focal_gamma``: the config's focal default must not turn class-balanced CE into a focal loss.
+    """
+
+    gamma = 0.0
+
+    def __init__(self, class_counts, epochs, cb_beta: float = 0.9999):
         super().__init__(class_counts, epochs)
-        self.gamma = focal_gamma
         self.register_buffer("weight", effective_number_weights(class_counts, cb_beta))
 
     def forward(self, logits, labels, epoch: int = 0):
@@ -227,26 +231,28 @@ class ClassBalancedLoss(ClassifierLoss):
 
 @CLASSIFIER_LOSSES.register("cb_focal")
 class ClassBalancedFocal(ClassBalancedLoss):
+    """The focal loss (``focal_gamma``) with class-balanced weights, normalised like ``cb_ce``."""
+
     def __init__(self, class_counts, epochs, cb_beta: float = 0.9999, focal_gamma: float = 1.0):
-        super().__init__(class_counts, epochs, cb_beta, focal_gamma)
+        super().__init__(class_counts, epochs, cb_beta)
+        self.gamma = focal_gamma
 
 
 @CLASSIFIER_LOSSES.register("ldam")
 class LDAMLoss(ClassifierLoss):
     """LDAM (Cao et al. 2019) on cosine logits: ``CE(s * (cos - m_y 1_y), y)``, margins from
-    ``ldam_margins``. With ``drw_start`` < 1 (LDAM-DRW), class-balanced weights (``cb_beta``) from
-    epoch ``int(drw_start * epochs)`` on. Expects a cosine classifier (``model.classifier: cosine``).
+    ``ldam_margins``, never re-weighted (``ldam_drw`` re-weights). Expects a cosine classifier
+    (``model.classifier: cosine``, its default).
     """
 
     default_head = "cosine"
 
-    def __init__(self, class_counts, epochs, ldam_max_margin: float = 0.5, ldam_scale: float = 30.0,
-                 drw_start: float = 1.0, cb_beta: float = 0.9999):
+    def __init__(self, class_counts, epochs, ldam_max_margin: float = 0.5, ldam_scale: float = 30.0):
         super().__init__(class_counts, epochs)
         self.scale = ldam_scale
-        self.drw_epoch = int(drw_start * epochs)
+        self.drw_epoch = epochs  # never: plain LDAM takes no drw_start
         self.register_buffer("margins", ldam_margins(class_counts, ldam_max_margin))
-        self.register_buffer("weight", effective_number_weights(class_counts, cb_beta))
+        self.register_buffer("weight", torch.ones(len(self.class_counts)))
 
     def forward(self, logits, labels, epoch: int = 0):
         cos = _at_least_fp32(logits)
@@ -258,9 +264,14 @@ class LDAMLoss(ClassifierLoss):
 
 @CLASSIFIER_LOSSES.register("ldam_drw")
 class LDAMDRWLoss(LDAMLoss):
+    """LDAM with deferred re-weighting: class-balanced weights (``cb_beta``) from epoch
+    ``int(drw_start * epochs)`` on (0-based)."""
+
     def __init__(self, class_counts, epochs, ldam_max_margin: float = 0.5, ldam_scale: float = 30.0,
                  drw_start: float = 0.8, cb_beta: float = 0.9999):
-        super().__init__(class_counts, epochs, ldam_max_margin, ldam_scale, drw_start, cb_beta)
+        super().__init__(class_counts, epochs, ldam_max_margin, ldam_scale)
+        self.drw_epoch = int(drw_start * epochs)
+        self.weight = effective_number_weights(class_counts, cb_beta)
 
 
 @CLASSIFIER_LOSSES.register("logit_adjust")

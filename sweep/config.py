@@ -187,8 +187,33 @@ def format_validation_error(exc: ValidationError, source: str = "config") -> str
     return "\n".join(lines)
 
 
-def parse_override(text: str) -> tuple[list[str], object]:
-    """``a.b=value`` -> (['a', 'b'], value parsed as YAML, so 0.1 is a float and true a bool)."""
+MISSING = object()
+
+
+def get_path(raw: dict, path: str, default=MISSING):
+    """The value at dotted ``path`` (``loss.temperature``) of a nested mapping, or ``default``."""
+    node = raw
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def set_path(raw: dict, path: str, value, create: bool = False) -> None:
+    """Set dotted ``path`` of a nested mapping; ``create`` makes missing sections (``--set``)."""
+    *parents, last = path.split(".")
+    node = raw
+    for i, part in enumerate(parents):
+        child = node.setdefault(part, {}) if create else node[part]
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {path}: {'.'.join(parents[:i + 1])!r} is a value, not a section")
+        node = child
+    node[last] = value
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """``a.b=value`` -> ('a.b', value parsed as YAML, so 0.1 is a float and true a bool)."""
     key, sep, raw = text.partition("=")
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set: {text!r} is not of the form section.key=value")
@@ -196,19 +221,12 @@ def parse_override(text: str) -> tuple[list[str], object]:
         value = yaml.safe_load(raw) if raw else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({exc.problem})") from exc
-    return key.split("."), value
+    return key, value
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     for text in overrides:
-        path, value = parse_override(text)
-        node = raw
-        for part in path[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {'.'.join(path)}: {part!r} is a value, not a section")
-            node = child
-        node[path[-1]] = value
+        set_path(raw, *parse_override(text), create=True)
     return raw
 
 
