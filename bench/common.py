@@ -47,7 +47,13 @@ def best_time(fn: Callable[[], object], device: torch.device, repeats: int = 5, 
 
 
 def write_table(name: str, title: str, header: list[str], rows: list[list], notes: list[str] = ()) -> str:
-    """Print a Markdown table and write it to ``bench/results/<name>.md``; returns the text."""
+    """Print a Markdown table and write it to ``bench/results/<name>.md``; returns the text.
+
+    ``HYBRIDLT_BENCH_TAG`` (set by bench/gpu.sh to the GPU's short name, e.g. ``h200``) replaces
+    ``cuda`` in the file name, so figures of different GPUs sit side by side."""
+    tag = os.environ.get("HYBRIDLT_BENCH_TAG")
+    if tag:
+        name = name.replace("cuda", tag)
     lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     lines += ["", *notes] if notes else []

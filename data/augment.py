@@ -18,7 +18,36 @@ from dataclasses import dataclass
 import torch
 
 _LUMA = (0.299, 0.587, 0.114)
-_RGB2YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_RGB2YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
+
+# Constants made once per (name, values, device, dtype): building them per call with
+# ``torch.tensor(list, device=cuda)`` is a host-to-device copy (a sync) on every step, and keeps
+# the step out of a CUDA graph. Cleared between trials of a reused process (sweep.isolation).
+_CONSTANTS: dict[tuple, torch.Tensor] = {}
+
+
+def _constant(name: str, values, device, dtype) -> torch.Tensor:
+    key = (name, values, torch.device(device), dtype)
+    out = _CONSTANTS.get(key)
+    if out is None:
+        out = _CONSTANTS[key] = _build_constant(name, values).to(device=device, dtype=dtype)
+    return out
+
+
+def _build_constant(name: str, values) -> torch.Tensor:
+    if name == "yiq_pair":  # (RGB->YIQ, its inverse), stacked [2, 3, 3]; inverted once, in float64
+        to_yiq = torch.tensor(values, dtype=torch.float64)
+        return torch.stack([to_yiq, torch.linalg.inv(to_yiq)])
+    if name == "luma3":  # the luma row repeated: [3, 3]
+        return torch.tensor(values, dtype=torch.float64).expand(3, 3).contiguous()
+    if name == "eye":
+        return torch.eye(int(values), dtype=torch.float64)
+    return torch.tensor(values, dtype=torch.float64)
+
+
+def clear_constant_cache() -> None:
+    """Drop every cached constant (they are rebuilt on first use)."""
+    _CONSTANTS.clear()
 
 
 @dataclass
@@ -34,8 +63,8 @@ class BatchAugment:
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 or 0..1 float ``[B, C, H, W]`` -> normalised float."""
         x = images.float().div(255) if images.dtype == torch.uint8 else images
-        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
+        mean = _constant("mean", tuple(self.mean), x.device, x.dtype).view(1, -1, 1, 1)
+        std = _constant("std", tuple(self.std), x.device, x.dtype).view(1, -1, 1, 1)
         return (x - mean) / std
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator, jitter: bool = False) -> torch.Tensor:
@@ -47,8 +76,8 @@ class BatchAugment:
             mat, bias, _ = _jitter_affine(x, self.jitter, self.jitter_p, generator, scale)
             x = _affine(x, mat, bias).clamp_(0, 1)
             scale = 1.0
-        std = torch.tensor(self.std, device=x.device, dtype=x.dtype)
-        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype)
+        std = _constant("std", tuple(self.std), x.device, x.dtype)
+        mean = _constant("mean", tuple(self.mean), x.device, x.dtype)
         if c == 3:  # grayscale and normalisation as one map: diag(scale / std) @ G, bias -mean / std
             gray_p = self.grayscale_p if self.grayscale_p > 0 else 0.0
             mat = _grayscale_matrices(b, gray_p, generator, x.device, x.dtype) * (scale / std).view(1, 3, 1)
@@ -111,15 +140,15 @@ def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 def _gray(x: torch.Tensor) -> torch.Tensor:
     if x.shape[1] == 1:
         return x
-    w = torch.tensor(_LUMA, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    w = _constant("luma", _LUMA, x.device, x.dtype).view(1, 3, 1, 1)
     return (x * w).sum(1, keepdim=True)
 
 
 def _grayscale_matrices(b: int, p: float, generator: torch.Generator, device, dtype) -> torch.Tensor:
     """``[B, 3, 3]``: the luma projection for the images drawn with probability p, else identity."""
     gray = (torch.rand(b, generator=generator, device=device) < p).to(dtype).view(b, 1, 1)
-    luma = torch.tensor(_LUMA, device=device, dtype=dtype).expand(3, 3)
-    return gray * luma + (1 - gray) * torch.eye(3, device=device, dtype=dtype)
+    luma = _constant("luma3", _LUMA, device, dtype)
+    return gray * luma + (1 - gray) * _constant("eye", 3, device, dtype)
 
 
 def _jitter_affine(x: torch.Tensor, strength: tuple[float, float, float, float], p: float,
@@ -140,20 +169,18 @@ def _jitter_affine(x: torch.Tensor, strength: tuple[float, float, float, float],
     f_b, f_c = apply * f_b + (1 - apply), apply * f_c + (1 - apply)
     mean_luma = _gray(x).mean((1, 2, 3)) * (f_b * scale)  # the contrast pivot, after brightness
     bias = ((1 - f_c) * mean_luma).view(b, 1, 1, 1)
-    eye = torch.eye(c, device=dev, dtype=dtype).expand(b, c, c)
+    eye = _constant("eye", c, dev, dtype).expand(b, c, c)
     mat = eye * (f_c * f_b * scale).view(b, 1, 1)
     if c == 3 and sat:
         s = (apply * _uniform(b, 1 - sat, 1 + sat, generator, dev) + (1 - apply)).to(dtype).view(b, 1, 1)
-        luma = torch.tensor(_LUMA, device=dev, dtype=dtype).expand(3, 3)
-        mat = (s * eye + (1 - s) * luma) @ mat
+        mat = (s * eye + (1 - s) * _constant("luma3", _LUMA, dev, dtype)) @ mat
     if c == 3 and hue:
         theta = apply * _uniform(b, -hue, hue, generator, dev) * 2 * math.pi
         cos, sin = theta.cos(), theta.sin()
-        rot = torch.zeros(b, 3, 3, device=dev)
-        rot[:, 0, 0] = 1
-        rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
-        to_yiq = _RGB2YIQ.to(dev)
-        mat = (torch.linalg.inv(to_yiq) @ rot @ to_yiq).to(dtype) @ mat
+        one, zero = torch.ones_like(cos), torch.zeros_like(cos)
+        rot = torch.stack([one, zero, zero, zero, cos, -sin, zero, sin, cos], 1).view(b, 3, 3)
+        to_yiq, from_yiq = _constant("yiq_pair", _RGB2YIQ, dev, cos.dtype).unbind(0)
+        mat = (from_yiq @ rot @ to_yiq).to(dtype) @ mat
     return mat, bias, apply.bool()
 
 

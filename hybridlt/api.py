@@ -7,6 +7,7 @@ Every function takes a config (a path, a mapping or a validated model) plus ``--
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,7 +81,7 @@ def train(config: str | Path | dict | RunConfig | None = None, overrides: Sequen
         metrics, names, counts, groups, run_cfg = last_epoch_from_store(out)
         return TrainResult(metrics, out.resolve(), run_cfg, names, counts, groups)
     say = print if progress else (lambda *a, **k: None)
-    on_epoch = (lambda m: say(f"epoch {m['epoch']}: acc {m['acc']:.4f}")) if progress else None
+    on_epoch = (lambda m: say(f"epoch {m['epoch']}: acc {m.get('acc', math.nan):.4f}")) if progress else None
     metrics, parts = train_local(cfg, out, resume, warn=say, on_epoch=on_epoch)
     return TrainResult(metrics, out.resolve(), parts.config, parts.class_names, parts.class_counts, parts.groups)
 

@@ -69,7 +69,7 @@ def cmd_train(args) -> int:
                       f"steps/epoch: {parts.trainer.streams.steps_per_epoch}")
 
     def on_epoch(m):
-        status = (f"loss {m['loss']:.3f}  alpha {m['alpha']:.2f}  acc {_pct(m['acc'])}%  "
+        status = (f"loss {m['loss']:.3f}  alpha {m['alpha']:.2f}  acc {_pct(m.get('acc'))}%  "
                   f"few {_pct(m.get('few_acc'))}%  {m['epoch_time_s']:.1f}s/epoch")
         progress.update(state["task"], completed=m["epoch"], status=status)
 
@@ -153,6 +153,28 @@ def trials_table(trials: list[dict], metric: str, mode: str, limit: int = 10) ->
     return table
 
 
+def _stop_local_ray(address: str | None) -> float:
+    """Shut down the Ray this command started (none with ``--address``); returns the seconds it took."""
+    import ray
+
+    if address or not ray.is_initialized():
+        return 0.0
+    start = time.perf_counter()
+    ray.shutdown()
+    return time.perf_counter() - start
+
+
+def fixed_costs_line(timings: dict, address: str | None = None) -> str:
+    """The sweep's fixed costs: imports, Ray start, Tune start to the first trial, shutdown."""
+    def s(key):
+        value = timings.get(key)
+        return "-" if value is None or value != value else f"{value:.1f}s"
+
+    parts = (f"fixed costs: imports {s('imports_s')}, Ray start {s('ray_start_s')}, Tune start to first trial "
+             f"{s('tune_start_s')}, shutdown {s('shutdown_s')}")
+    return parts if address else parts + " (--address of a running Ray skips Ray's start and shutdown)"
+
+
 def cmd_sweep(args) -> int:
     from hybridlt.sweep.spec import load_sweep_spec
     from hybridlt.sweep.tuner import run_sweep
@@ -160,7 +182,10 @@ def cmd_sweep(args) -> int:
     spec, base = load_sweep_spec(args.spec, args.set)
     console.print(f"sweep {spec.name}: {spec.trials} trials, {spec.search.algorithm} search, "
                   f"{spec.scheduler.kind} scheduler, storage {spec.storage}")
-    trials, seconds = run_sweep(spec, base, args.resume, args.address, _sweep_display, args.num_cpus)
+    timings: dict = {}
+    trials, seconds = run_sweep(spec, base, args.resume, args.address, _sweep_display, args.num_cpus,
+                                timings=timings)
+    timings["shutdown_s"] = _stop_local_ray(args.address)
     rows = trials.to_pylist() if trials is not None else []
     metric, mode = spec.objective.metrics[0], spec.objective.modes[0]
     console.print(trials_table(rows, metric, mode))
@@ -169,7 +194,8 @@ def cmd_sweep(args) -> int:
     console.print(summary_table({k.removeprefix("final_"): v for k, v in best.items()},
                                 f"best trial {best['trial_id']}: test accuracy (%)"))
     results = f"{spec.storage.rstrip('/')}/{spec.name}/results"
-    console.print(f"sweep wall time {seconds:.0f}s; results: {results}")
+    console.print(f"sweep wall time {seconds:.0f}s; {fixed_costs_line(timings, args.address)}; results: {results}",
+                  highlight=False)
     if spec.search.algorithm != "grid":
         from hybridlt.sweep.study import hide_password, study_url
 

@@ -64,7 +64,8 @@ class SupConLoss(nn.Module):
         if n < 2:  # no pair at all: no anchor has a positive
             return zf.sum() * 0.0
         logits = _at_least_fp32(z @ z.T) / self.temperature
-        logits.fill_diagonal_(float("-inf"))  # an anchor is not in its own denominator
+        # an anchor is not in its own denominator (a mask, not fill_diagonal_: vmap has no rule for it)
+        logits = logits.masked_fill(torch.eye(n, dtype=torch.bool, device=logits.device), float("-inf"))
         log_denominator = torch.logsumexp(logits, dim=1)
         if self.num_classes:
             class_sums = zf.new_zeros(self.num_classes, zf.shape[1]).index_add_(0, y, zf)

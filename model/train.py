@@ -50,6 +50,8 @@ class Trainer:
     amp: bool = True
     checkpoint_every: int = 1
     start_epoch: int = 0
+    eval_every: int = 1
+    milestones: frozenset[int] = frozenset()  # 1-based epochs that are always evaluated and checkpointed
 
     @property
     def core(self) -> nn.Module:
@@ -93,13 +95,7 @@ class Trainer:
         steps, images = 0, 0
         start = time.perf_counter()
         for step, (cx, cy, ex, ey) in enumerate(self.streams.epoch(epoch)):
-            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                loss, con_loss, ce_loss = self.objective(cx, cy, ex, ey, alpha, epoch, frozen)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            self.scheduler.step()
-            parts = torch.stack([loss.detach(), con_loss.detach(), ce_loss.detach()]).double()
+            parts = self.step(cx, cy, ex, ey, alpha, epoch, frozen)
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(parts[0]), step, first_bad)
             sums += parts
             steps += 1
@@ -119,17 +115,44 @@ class Trainer:
             "data_wait_s": float(getattr(self.streams, "data_wait_s", 0.0)),
         }
 
+    def step(self, cx, cy, ex, ey, alpha: float, epoch: int, frozen: bool = False) -> torch.Tensor:
+        """One optimiser step; returns ``(loss, con_loss, ce_loss)`` as a float64 tensor on the device.
+
+        Nothing here reads a device value on the host (tests/model/test_step_syncs.py): the CPU
+        queues the next step while the GPU runs this one."""
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            loss, con_loss, ce_loss = self.objective(cx, cy, ex, ey, alpha, epoch, frozen)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return torch.stack([loss.detach(), con_loss.detach(), ce_loss.detach()]).double()
+
+    def evaluates(self, done: int) -> bool:
+        """Whether epoch ``done`` (1-based) is evaluated: every ``eval_every``-th, each milestone
+        (a scheduler's rung, which needs the metric there), and the last."""
+        return done == self.epochs or done % self.eval_every == 0 or done in self.milestones
+
+    def checkpoints(self, done: int) -> bool:
+        """Whether epoch ``done`` (1-based) is checkpointed: every ``checkpoint_every``-th, each
+        milestone (a trial stopped at a rung keeps its state there), and the last."""
+        return done == self.epochs or done % self.checkpoint_every == 0 or done in self.milestones
+
     def fit(self, report: Report) -> dict:
-        """Train from ``start_epoch`` to ``epochs``; returns the last epoch's metrics."""
+        """Train from ``start_epoch`` to ``epochs``; returns the last epoch's metrics.
+
+        An epoch that is not evaluated reports its training metrics only (no accuracy keys) and
+        ``eval_time_s`` 0."""
         metrics: dict = {}
         for epoch in range(self.start_epoch, self.epochs):
+            done = epoch + 1
             metrics = self.train_epoch(epoch)
-            start = time.perf_counter()
-            net = self.core.net
-            net.eval()
-            metrics.update(self.evaluate(net))
-            metrics["eval_time_s"] = time.perf_counter() - start
-            last = epoch + 1 == self.epochs
-            wants_ckpt = last or (epoch + 1) % self.checkpoint_every == 0
-            report(metrics, self.state_dict(epoch + 1) if wants_ckpt else None)
+            metrics["eval_time_s"] = 0.0
+            if self.evaluates(done):
+                start = time.perf_counter()
+                net = self.core.net
+                net.eval()
+                metrics.update(self.evaluate(net))
+                metrics["eval_time_s"] = time.perf_counter() - start
+            report(metrics, self.state_dict(done) if self.checkpoints(done) else None)
         return metrics

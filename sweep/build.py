@@ -55,6 +55,8 @@ def build_run(cfg: RunConfig, rank: int = 0, world_size: int = 1, device: torch.
               data=None, wrap=None) -> RunParts:
     """Everything to train ``cfg`` on this rank. ``wrap(objective)`` may wrap it (DDP)."""
     device = device or resolve_device(cfg.train.device, rank)
+    if device.type == "cuda":  # fixed input shapes: let cuDNN time its algorithms once and keep the fastest
+        torch.backends.cudnn.benchmark = True
     torch.manual_seed(cfg.seed)
     data = data if data is not None else load_dataset(cfg.data)
     if len(data.test_labels) == 0:
@@ -87,7 +89,8 @@ def build_run(cfg: RunConfig, rank: int = 0, world_size: int = 1, device: torch.
     if wrap is not None:
         objective = wrap(objective)
     if cfg.train.compile:
-        objective = torch.compile(objective)
+        mode = None if cfg.train.compile in (True, "default") else cfg.train.compile
+        objective = torch.compile(objective, mode=mode)
     batches = data.eval_batches(rank=rank, **{**loader, "batch_size": cfg.train.eval_batch_size})
     amp_dtype = torch.bfloat16 if cfg.train.amp and device.type == "cuda" else None
 
@@ -97,5 +100,6 @@ def build_run(cfg: RunConfig, rank: int = 0, world_size: int = 1, device: torch.
         return report | diagnostics_report(sums, groups)
 
     trainer = Trainer(objective, optimizer, scheduler, streams, curriculum, evaluate, cfg.train.epochs, device,
-                      amp=cfg.train.amp, checkpoint_every=cfg.train.checkpoint_every)
+                      amp=cfg.train.amp, checkpoint_every=cfg.train.checkpoint_every,
+                      eval_every=cfg.train.eval_every)
     return RunParts(cfg, trainer, list(data.class_names), counts, groups)

@@ -166,8 +166,11 @@ class TrainConfig(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = Field(True, description="bf16 autocast on CUDA")
     channels_last: bool = Field(True, description="channels_last memory format on CUDA")
-    compile: bool = Field(False, description="torch.compile the objective")
+    compile: bool | Literal["default", "reduce-overhead", "max-autotune"] = Field(
+        False, description="torch.compile the objective; 'reduce-overhead' captures its step in CUDA graphs")
     checkpoint_every: int = Field(1, ge=1)
+    eval_every: int = Field(1, ge=1, description="epochs between evaluations (the last epoch and "
+                                                  "every scheduler rung always)")
     keep_checkpoints: int = Field(2, ge=1)
 
 

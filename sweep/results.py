@@ -90,8 +90,9 @@ class ResultsWriter:
     def epoch(self, trial_id: str, metrics: dict, class_names, counts) -> None:
         epoch = metrics["epoch"]
         write_table_atomic(epoch_table(trial_id, metrics), epoch_file(self.root, "epochs", trial_id, epoch))
-        write_table_atomic(per_class_table(trial_id, metrics, class_names, counts),
-                           epoch_file(self.root, "per_class", trial_id, epoch))
+        if "per_class_acc" in metrics:  # an epoch without evaluation (train.eval_every) has none
+            write_table_atomic(per_class_table(trial_id, metrics, class_names, counts),
+                               epoch_file(self.root, "per_class", trial_id, epoch))
 
     def trial(self, row: dict, schema: pa.Schema) -> None:
         clean = {f.name: _cast(row.get(f.name), f.type) for f in schema}

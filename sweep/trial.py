@@ -21,6 +21,7 @@ import pyarrow.fs as pafs
 from hybridlt.model.checkpoint import CheckpointError, load_checkpoint, load_newest_readable, save_checkpoint
 from hybridlt.sweep.build import build_run
 from hybridlt.sweep.config import RunConfig, validate_run_config
+from hybridlt.sweep.isolation import reset_trial_process
 from hybridlt.sweep.results import ResultsWriter, has_trial_row
 from hybridlt.sweep.spec import apply_params
 from hybridlt.sweep.store import Location
@@ -41,6 +42,7 @@ class TrialContext:
     gpus_per_worker: float = 0.0
     max_failures: int = 2
     variants: dict | None = None  # ablations: variant name -> its --set overrides
+    milestones: tuple[int, ...] = ()  # the scheduler's rung epochs: evaluated and checkpointed always
 
 
 def _scalars(metrics: dict) -> dict:
@@ -108,6 +110,8 @@ def worker_loop(config: dict) -> None:
     _quiet_ray()
 
     cfg = validate_run_config(config["cfg"], "trial")
+    # a reused process (reuse_actors) starts each trial as a new one would: seeds, threads, caches
+    reset_trial_process(cfg.seed, config.get("cpus", 1))
     if config["api"] == "train":
         import ray.train as api
         import ray.train.torch as rtt
@@ -123,6 +127,7 @@ def worker_loop(config: dict) -> None:
 
         rank, world, device, wrap = 0, 1, None, None
     parts = build_run(cfg, rank, world, device, wrap=wrap)
+    parts.trainer.milestones = frozenset(config.get("milestones", ()))
     checkpoint = api.get_checkpoint()
     if checkpoint is not None:
         state = restore_state(checkpoint)
@@ -130,12 +135,15 @@ def worker_loop(config: dict) -> None:
             parts.trainer.load_state_dict(state)
     writer = ResultsWriter(config["results_root"]) if rank == 0 else None
     trial_id = config["trial_id"]
+    # an epoch without evaluation (train.eval_every) reports its accuracies as NaN: OptunaSearch
+    # reads the metric from every result, ASHA only decides at rungs (always evaluated)
+    eval_keys = ("acc", "balanced_acc", *(f"{g}_acc" for g in parts.groups))
 
     def report(metrics: dict, state: dict | None) -> None:
         _maybe_inject_fault(metrics["epoch"], rank)
         if writer is not None:
             writer.epoch(trial_id, metrics, parts.class_names, parts.class_counts)
-        scalars = _scalars(metrics)
+        scalars = {key: math.nan for key in eval_keys} | _scalars(metrics)
         if state is not None and rank == 0:
             with tempfile.TemporaryDirectory() as tmp:
                 save_checkpoint(state, Path(tmp) / CKPT_NAME)
@@ -155,7 +163,8 @@ def trial_main(params: dict, ctx: TrialContext) -> None:
     if has_trial_row(ctx.results_root, trial_id):
         return  # finished before a driver crash that Tune's last snapshot did not see: never re-run it
     cfg = apply_params(ctx.base, params, ctx.variants)
-    loop_config = {"cfg": cfg.model_dump(mode="json"), "trial_id": trial_id, "results_root": ctx.results_root}
+    loop_config = {"cfg": cfg.model_dump(mode="json"), "trial_id": trial_id, "results_root": ctx.results_root,
+                   "cpus": ctx.cpus_per_worker, "milestones": list(ctx.milestones)}
     if not ctx.use_train:
         worker_loop({**loop_config, "api": "tune"})
         return

@@ -33,6 +33,30 @@ from hybridlt.sweep.trial import TrialContext, trial_main
 TRIAL_RESOURCE = "hybridlt_trial"
 
 
+def reuse_actors() -> bool:
+    """Whether Tune runs trial after trial in the same actor process (on unless
+    ``HYBRIDLT_REUSE_ACTORS=0``, which the benchmarks use to measure the difference)."""
+    return os.environ.get("HYBRIDLT_REUSE_ACTORS", "1") != "0"
+
+
+def process_age_s() -> float:
+    """Seconds since this process started (its imports and setup so far)."""
+    try:
+        import psutil
+
+        return time.time() - psutil.Process().create_time()
+    except Exception:  # psutil ships with ray[default]; without it the imports are not counted
+        return math.nan
+
+
+def rung_epochs(grace_period: int, reduction_factor: float, max_t: int) -> tuple[int, ...]:
+    """ASHA's milestones (one bracket, as Ray builds them): grace * rf^k up to ``max_t``."""
+    if grace_period < 1 or max_t < grace_period:
+        return ()
+    count = int(math.log(max_t / grace_period) / math.log(reduction_factor) + 1)
+    return tuple(sorted({int(grace_period * reduction_factor**k) for k in range(count)}))
+
+
 class SweepError(InputError, RuntimeError):
     """The sweep cannot start or resume as asked; the message says why and what to do."""
 
@@ -142,6 +166,7 @@ class StoreCallback:
         self.started: set[str] = set()
         self.best: tuple[float, str] | None = None
         self.total: int | None = None  # planned trials, set by the driver
+        self.first_trial_at: float | None = None  # time.time() when the first trial started
 
     def progress_line(self) -> str:
         """Trials done / running / stopped early / failed, and the best so far (accuracies in %)."""
@@ -198,6 +223,8 @@ def make_callback_class():
     class _TuneStoreCallback(StoreCallback, Callback):
         def on_trial_start(self, iteration, trials, trial, **info):
             self.started.add(trial.trial_id)  # shown with the next finished trial
+            if self.first_trial_at is None:
+                self.first_trial_at = time.time()
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             self.write(trial.trial_id, trial.config, trial.last_result, "completed")
@@ -210,10 +237,19 @@ def make_callback_class():
 
 def run_sweep(spec: SweepSpec, base, resume: bool = False, address: str | None = None, show=None,
               num_cpus: int | None = None, variants: dict | None = None, param_space: dict | None = None,
-              callbacks: list | None = None):
-    """Run or resume the sweep; returns the ``trials`` table (pyarrow) when it ends."""
+              callbacks: list | None = None, timings: dict | None = None):
+    """Run or resume the sweep; returns the ``trials`` table (pyarrow) and the wall time of
+    ``Tuner.fit`` when it ends.
+
+    ``timings`` (a dict, optional) receives the sweep's fixed costs in seconds: ``imports_s``
+    (process start to Ray and Tune imported), ``ray_start_s`` (``ray.init`` or connecting),
+    ``tune_start_s`` (``fit`` called to the first trial running) and ``fit_s``.
+    """
     import ray
     from ray import tune
+
+    timings = timings if timings is not None else {}
+    timings["imports_s"] = process_age_s()
 
     storage = spec.storage_uri
     exp_dir = f"{storage.rstrip('/')}/{spec.name}"
@@ -233,7 +269,9 @@ def run_sweep(spec: SweepSpec, base, resume: bool = False, address: str | None =
     r = spec.resources
     use_train = r.use_train if r.use_train is not None else r.workers > 1
     slots = spec.concurrency or total_trials(spec, param_space)
+    ray_started = time.perf_counter()
     start_ray(address, slots, num_cpus)
+    timings["ray_start_s"] = time.perf_counter() - ray_started
     total = ray.cluster_resources()
     concurrency = concurrency_for(spec, total.get("CPU", 0), total.get("GPU", 0), total_trials(spec, param_space))
 
@@ -247,7 +285,8 @@ def run_sweep(spec: SweepSpec, base, resume: bool = False, address: str | None =
 
     ctx = TrialContext(base=base, results_root=root, train_storage=f"{exp_dir}/train", use_train=use_train,
                        workers=r.workers, cpus_per_worker=r.cpus_per_worker, gpus_per_worker=r.gpus_per_worker,
-                       max_failures=r.max_failures, variants=variants)
+                       max_failures=r.max_failures, variants=variants,
+                       milestones=_milestones(spec, base))
     if use_train:  # the trial function only waits on its workers: a slot, no CPU (RAY.md: CPU deadlock)
         resources = {"CPU": 0, TRIAL_RESOURCE: 1}
     else:
@@ -258,10 +297,8 @@ def run_sweep(spec: SweepSpec, base, resume: bool = False, address: str | None =
     callback.total = total_trials(spec, param_space)
     if resume:
         tuner = tune.Tuner.restore(exp_dir, trainable, resume_unfinished=True, resume_errored=False)
-        if show:  # the restored callback lost its display when it was pickled
-            for cb in tuner._local_tuner._run_config.callbacks or []:
-                if isinstance(cb, StoreCallback):
-                    cb.show, cb.total = show, callback.total
+        for cb in _restored_callbacks(tuner):  # the restored callback lost its display when it was pickled
+            cb.show, cb.total, cb.first_trial_at = show, callback.total, None
     else:
         from hybridlt.sweep.tracking import tracker_callbacks  # MLflow / TensorBoard / W&B, when asked for
 
@@ -269,6 +306,10 @@ def run_sweep(spec: SweepSpec, base, resume: bool = False, address: str | None =
                            concurrency, storage, param_space)
     started = time.time()
     grid = tuner.fit()
+    timings["fit_s"] = time.time() - started
+    first = callback.first_trial_at or next((cb.first_trial_at for cb in _restored_callbacks(tuner)
+                                             if cb.first_trial_at), None)
+    timings["tune_start_s"] = first - started if first else math.nan
     _reconcile(grid, callback)
     if spec.search.algorithm != "grid" and not param_space:
         from hybridlt.sweep.study import close_orphans
@@ -278,6 +319,21 @@ def run_sweep(spec: SweepSpec, base, resume: bool = False, address: str | None =
         _write_pareto(spec, root)
     trials = read_dataset(root, "trials")
     return trials, time.time() - started
+
+
+def _restored_callbacks(tuner) -> list:
+    """The store callbacks inside a restored Tuner (unpickled from its experiment state)."""
+    local = getattr(tuner, "_local_tuner", None)
+    callbacks = local._run_config.callbacks if local is not None else None
+    return [cb for cb in callbacks or [] if isinstance(cb, StoreCallback)]
+
+
+def _milestones(spec: SweepSpec, base) -> tuple[int, ...]:
+    """The epochs every trial evaluates and checkpoints whatever ``train.eval_every`` says."""
+    if spec.scheduler.kind != "asha":
+        return ()
+    max_t = _max_epochs(spec, base)
+    return rung_epochs(min(spec.scheduler.grace_period, base.train.epochs), spec.scheduler.reduction_factor, max_t)
 
 
 def _new_tuner(spec, base, trainable, callbacks, concurrency, storage, param_space):
@@ -305,7 +361,10 @@ def _new_tuner(spec, base, trainable, callbacks, concurrency, storage, param_spa
         search_alg, space, num_samples = ConcurrencyLimiter(search, max_concurrent=concurrency), None, spec.trials
     tune_config = tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
                                   max_concurrent_trials=None if search_alg else concurrency,
-                                  time_budget_s=spec.time_budget_s)
+                                  time_budget_s=spec.time_budget_s,
+                                  # one process runs trial after trial: no ~5 CPU-s of imports per
+                                  # trial, no empty slot while it starts (sweep.isolation resets it)
+                                  reuse_actors=reuse_actors())
     if scheduler is None and len(metrics) == 1:
         tune_config.metric, tune_config.mode = metrics[0], modes[0]
     run_config = tune.RunConfig(name=spec.name, storage_path=storage, verbose=0, callbacks=callbacks,

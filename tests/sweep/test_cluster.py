@@ -38,6 +38,11 @@ def test_cluster_yaml_is_valid_and_scales_gpus_from_zero():
     assert gpu_types and all(t["min_workers"] == 0 for t in gpu_types)
     assert doc["available_node_types"][doc["head_node_type"]]["resources"]["GPU"] == 0
     assert any("pip install" in c and "-e ." in c for c in doc["setup_commands"])
+    # fractional-GPU trials share each GPU through CUDA MPS, started on every GPU node before Ray;
+    # a node type's own worker_setup_commands replace setup_commands, so they repeat the install
+    for t in gpu_types:
+        assert t["worker_setup_commands"][:len(doc["setup_commands"])] == doc["setup_commands"]
+        assert t["worker_setup_commands"][-1].startswith("nvidia-cuda-mps-control -d")
 
 
 @pytest.mark.parametrize("mutate, expected", [

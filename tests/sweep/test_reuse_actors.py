@@ -1,0 +1,65 @@
+"""Reused trial processes on a real local Ray: a grid A, B, A run one at a time lands in one actor
+process (the pid Tune records with every result), and A's epochs are bit-identical both times."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ray = pytest.importorskip("ray")
+
+from hybridlt.sweep.results import read_dataset  # noqa: E402
+from hybridlt.sweep.spec import load_sweep_spec  # noqa: E402
+from hybridlt.sweep.tuner import run_sweep, start_ray  # noqa: E402
+from tests.conftest import TINY  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+class Pids:
+    """Driver-side Tune callback: the worker pid of every result, per trial."""
+
+    def __init__(self):
+        self.by_trial: dict[str, set[int]] = {}
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.by_trial.setdefault(trial.trial_id, set()).add(result["pid"])
+
+
+def test_a_b_a_in_one_reused_process(tmp_path):
+    from ray.tune import Callback
+
+    class PidCallback(Pids, Callback):
+        pass
+
+    doc = {"name": "reuse", "storage": str(tmp_path / "sweeps"), "base": str(ROOT / "configs" / "quickstart.yaml"),
+           "overrides": [*TINY, "train.epochs=2"], "search": {"algorithm": "grid"},
+           "space": {"loss.temperature": {"grid": [0.1, 0.7, 0.1]}},
+           "scheduler": {"kind": "none"}, "trials": 1, "concurrency": 1}
+    (tmp_path / "reuse.yaml").write_text(yaml.safe_dump(doc))
+    spec, base = load_sweep_spec(tmp_path / "reuse.yaml")
+    pids = PidCallback()
+    timings: dict = {}
+    start_ray(None, trial_slots=1, num_cpus=2)
+    try:
+        trials, _ = run_sweep(spec, base, callbacks=[pids], timings=timings)
+    finally:
+        ray.shutdown()
+    assert trials.num_rows == 3
+    assert len(pids.by_trial) == 3 and all(len(p) == 1 for p in pids.by_trial.values())
+    assert len(set().union(*pids.by_trial.values())) == 1  # the three trials ran in one process
+    rows = read_dataset(Path(spec.storage_uri) / "reuse" / "results", "epochs").to_pylist()
+    by_temp: dict = {}
+    params = {r["trial_id"]: r["param.loss.temperature"] for r in trials.to_pylist()}
+    for r in sorted(rows, key=lambda r: (r["trial_id"], r["epoch"])):
+        by_temp.setdefault(params[r["trial_id"]], {}).setdefault(r["trial_id"], []).append(
+            (r["loss"], r["con_loss"], r["ce_loss"], r["acc"], r["balanced_acc"]))
+    first, again = by_temp[0.1].values()
+    assert first == again and len(first) == 2
+    (other,) = by_temp[0.7].values()
+    assert other != first
+    assert timings["tune_start_s"] > 0 and timings["ray_start_s"] >= 0 and timings["imports_s"] > 0
