@@ -67,13 +67,30 @@ def read_inat_json(json_path: Path, root: Path) -> tuple[list[Path], list[int], 
 
 def read_image_list(list_path: str | Path, root: str | Path):
     """Paths and labels from a ``.json`` (iNaturalist) or text list; names by class id if known."""
-    list_path, root = Path(list_path), Path(root).expanduser().resolve()
+    list_path, root = Path(list_path).expanduser(), Path(root).expanduser().resolve()
     if not list_path.is_file():
-        raise ImageListError(f"data.train_list/val_list: {list_path}: file not found")
+        raise ImageListError(f"data.train_list/val_list: {list_path}: file not found{_against(list_path)}")
     if list_path.suffix == ".json":
         return read_inat_json(list_path, root)
     paths, labels = read_text_list(list_path, root)
     return paths, labels, {}
+
+
+def _against(path: Path) -> str:
+    """For a relative path: what it was resolved against (config paths are absolute by then)."""
+    return "" if path.is_absolute() else f" (relative to the working directory {Path.cwd()})"
+
+
+def read_class_names(path: str | Path, num_classes: int) -> list[str]:
+    """A class-names file: one name a line, line i = class i (blank lines and ``#`` comments skipped)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ImageListError(f"data.class_names: {path}: file not found{_against(path)}")
+    names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    if len(names) < num_classes:
+        raise ImageListError(f"data.class_names: {path}: {len(names)} names for {num_classes} classes "
+                             "(one name a line, line i = class i)")
+    return names[:num_classes]
 
 
 JPEG_SUFFIXES = (".jpg", ".jpeg", ".JPG", ".JPEG")
@@ -161,7 +178,7 @@ class ImageListData:
 
 
 def load_image_lists(train_list: str | Path, val_list: str | Path, root: str | Path,
-                     check_files: bool = True) -> ImageListData:
+                     check_files: bool = True, class_names: str | Path | None = None) -> ImageListData:
     """Train and validation lists; labels must be 0 .. C-1 with every class in the train list."""
     train_paths, train_labels, names = read_image_list(train_list, root)
     test_paths, test_labels, _ = read_image_list(val_list, root)
@@ -180,6 +197,7 @@ def load_image_lists(train_list: str | Path, val_list: str | Path, root: str | P
         for p in (*train_paths, *test_paths):
             if not p.is_file():
                 raise ImageListError(f"image list: file not found: {p}")
-    class_names = [names.get(c, str(c)) for c in range(num_classes)]
+    class_names = (read_class_names(class_names, num_classes) if class_names
+                   else [names.get(c, str(c)) for c in range(num_classes)])
     return ImageListData(ImageListDataset(train_paths, train_labels), ImageListDataset(test_paths, test_labels),
                          class_names)

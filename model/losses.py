@@ -73,6 +73,19 @@ class SupConLoss(nn.Module):
         return torch.where(has_pos, per_anchor, 0.0).sum() / has_pos.sum().clamp(min=1)
 
 
+PROTOTYPE_INITS = ("normal", "unit")
+
+
+def init_prototypes(shape: tuple[int, ...], how: str = "normal") -> torch.Tensor:
+    """Prototype start values: ``normal`` = raw N(0, 1) entries (norm about sqrt(D); they are normalised
+    only where used, so a gradient step turns them about D times less than a unit vector), ``unit`` =
+    the same directions scaled to norm 1."""
+    if how not in PROTOTYPE_INITS:
+        raise ValueError(f"loss.prototype_init: unknown value {how!r}; allowed: {PROTOTYPE_INITS}")
+    p = torch.randn(*shape)
+    return F.normalize(p, dim=-1) if how == "unit" else p
+
+
 class MPSCLoss(nn.Module):
     """Multi-prototype supervised contrastive loss (Eq. 5, PAPER.md's definition).
 
@@ -84,12 +97,12 @@ class MPSCLoss(nn.Module):
     """
 
     def __init__(self, num_classes: int, feat_dim: int, prototypes_per_class: int = 1,
-                 temperature: float = 0.1):
+                 temperature: float = 0.1, prototype_init: str = "normal"):
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes: {num_classes} given; prototype losses need at least 2")
         self.temperature = temperature
-        self.prototypes = nn.Parameter(torch.randn(num_classes, prototypes_per_class, feat_dim))
+        self.prototypes = nn.Parameter(init_prototypes((num_classes, prototypes_per_class, feat_dim), prototype_init))
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         z, y = _flatten_views(features, labels)
@@ -111,9 +124,9 @@ class PSCLoss(MPSCLoss):
     so the loss can go negative (Sec. 4.4's gradient argument depends on it).
     """
 
-    def __init__(self, num_classes: int, feat_dim: int, temperature: float = 0.1):
+    def __init__(self, num_classes: int, feat_dim: int, temperature: float = 0.1, prototype_init: str = "normal"):
         super().__init__(num_classes, feat_dim, 1, temperature)
-        self.prototypes = nn.Parameter(torch.randn(num_classes, feat_dim))
+        self.prototypes = nn.Parameter(init_prototypes((num_classes, feat_dim), prototype_init))
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         z, y = _flatten_views(features, labels)
@@ -142,14 +155,14 @@ class FeatureCELoss(nn.Module):
 
 
 def build_contrastive_loss(name: str, num_classes: int, feat_dim: int, temperature: float,
-                           prototypes_per_class: int = 1) -> nn.Module:
+                           prototypes_per_class: int = 1, prototype_init: str = "normal") -> nn.Module:
     """The feature-branch loss by name: ``sc``, ``psc``, ``mpsc`` or ``ce`` (CE-CE)."""
     if name == "sc":
         return SupConLoss(temperature, num_classes)
     if name == "psc":
-        return PSCLoss(num_classes, feat_dim, temperature)
+        return PSCLoss(num_classes, feat_dim, temperature, prototype_init)
     if name == "mpsc":
-        return MPSCLoss(num_classes, feat_dim, prototypes_per_class, temperature)
+        return MPSCLoss(num_classes, feat_dim, prototypes_per_class, temperature, prototype_init)
     if name == "ce":
         return FeatureCELoss(num_classes, feat_dim, temperature)
     raise ValueError(f"loss.contrastive: unknown value {name!r}; allowed: {CONTRASTIVE_LOSSES}")
@@ -211,7 +224,10 @@ class FocalLoss(ClassifierLoss):
 
 
 class ClassBalancedLoss(ClassifierLoss):
-    """CE (``focal_gamma`` 0) or focal loss weighted by the effective number of samples (``cb_beta``)."""
+    """``cb_ce``: softmax CE (``focal_gamma`` 0) or softmax focal loss weighted by the effective number of
+    samples (``cb_beta``). Normalised by the sum of the batch's weights, ``sum_i w_{y_i} l_i / sum_i w_{y_i}``
+    (torch's weighted ``cross_entropy`` convention; Cui et al.'s code divides by the batch size instead,
+    which rescales the loss by the batch's mean weight)."""
 
     def __init__(self, class_counts, epochs, cb_beta: float = 0.9999, focal_gamma: float = 0.0):
         super().__init__(class_counts, epochs)
@@ -222,15 +238,50 @@ class ClassBalancedLoss(ClassifierLoss):
         return _weighted_focal(logits, labels, self.gamma, self.weight)
 
 
-class ClassBalancedFocal(ClassBalancedLoss):
+class ClassBalancedSoftmaxFocal(ClassBalancedLoss):
+    """``cb_softmax_focal``: softmax focal loss with effective-number weights, normalised by the sum of
+    the batch's weights. Not Cui et al.'s CB-focal (that is the sigmoid one, ``cb_focal``)."""
+
     def __init__(self, class_counts, epochs, cb_beta: float = 0.9999, focal_gamma: float = 1.0):
         super().__init__(class_counts, epochs, cb_beta, focal_gamma)
+
+
+def sigmoid_focal(logits: torch.Tensor, labels: torch.Tensor, gamma: float,
+                  weight: torch.Tensor | None = None) -> torch.Tensor:
+    """One-vs-all sigmoid focal loss (Lin et al. 2017) over all C outputs, each sample's C terms
+    weighted by ``weight[y_i]``, summed and divided by the batch size (Cui et al. 2019's code).
+
+    ``-(1 - p_t)^gamma log p_t`` per output, ``p_t`` = sigmoid(x) for the true class, 1 - sigmoid(x)
+    for the others; in log-sigmoid form so that large logits stay finite."""
+    x = _at_least_fp32(logits)
+    target = labels[:, None] == torch.arange(x.shape[1], device=labels.device)
+    signed = torch.where(target, x, -x)  # log p_t = logsigmoid(signed)
+    loss = -F.logsigmoid(signed)
+    if gamma:
+        loss = torch.exp(gamma * F.logsigmoid(-signed)) * loss  # (1 - p_t)^gamma
+    if weight is not None:
+        loss = loss * weight.to(loss.dtype)[labels, None]
+    return loss.sum() / max(len(labels), 1)
+
+
+class ClassBalancedFocal(ClassifierLoss):
+    """``cb_focal``: Cui et al. (2019)'s class-balanced focal loss, the sigmoid one-vs-all focal loss
+    with effective-number weights (``cb_beta``, sum C), normalised by the batch size (``sigmoid_focal``)."""
+
+    def __init__(self, class_counts, epochs, cb_beta: float = 0.9999, focal_gamma: float = 1.0):
+        super().__init__(class_counts, epochs)
+        self.gamma = focal_gamma
+        self.register_buffer("weight", effective_number_weights(class_counts, cb_beta))
+
+    def forward(self, logits, labels, epoch: int = 0):
+        return sigmoid_focal(logits, labels, self.gamma, self.weight)
 
 
 class LDAMLoss(ClassifierLoss):
     """LDAM (Cao et al. 2019) on cosine logits: ``CE(s * (cos - m_y 1_y), y)``, margins from
     ``ldam_margins``. With ``drw_start`` < 1 (LDAM-DRW), class-balanced weights (``cb_beta``) from
-    epoch ``int(drw_start * epochs)`` on. Expects a cosine classifier (``model.classifier: cosine``).
+    epoch ``int(drw_start * epochs)`` on, normalised by the sum of the batch's weights (torch's
+    weighted CE, as in Cao et al.'s code). Expects a cosine classifier (``model.classifier: cosine``).
     """
 
     def __init__(self, class_counts, epochs, ldam_max_margin: float = 0.5, ldam_scale: float = 30.0,
@@ -278,6 +329,7 @@ class BalancedSoftmax(LogitAdjustedLoss):
 # keyword parameters (named as the ``loss.*`` config fields).
 CLASSIFIER_LOSSES: dict[str, Callable[..., ClassifierLoss]] = {
     "ce": CrossEntropy, "focal": FocalLoss, "cb_ce": ClassBalancedLoss, "cb_focal": ClassBalancedFocal,
+    "cb_softmax_focal": ClassBalancedSoftmaxFocal,
     "ldam": LDAMLoss, "ldam_drw": LDAMDRWLoss, "logit_adjust": LogitAdjustedLoss,
     "balanced_softmax": BalancedSoftmax,
 }

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -12,6 +13,7 @@ import torch
 from hybridlt.data.augment import BatchAugment
 from hybridlt.data.cifar import load_cifar_lt
 from hybridlt.data.digits import load_digits_lt
+from hybridlt.data.image_folder import load_image_folder
 from hybridlt.data.image_list import (
     ImageListData,
     TwoViews,
@@ -62,11 +64,23 @@ def load_dataset(cfg: DataConfig) -> InMemoryData | ImageListData:
 
 def _load_dataset(cfg: DataConfig) -> InMemoryData | ImageListData:
     if cfg.dataset == "digits_lt":
-        return load_digits_lt(cfg.imbalance_ratio, cfg.max_count or 120, cfg.test_per_class, cfg.profile, cfg.seed)
+        return load_digits_lt(cfg.imbalance_ratio, cfg.max_count or 120, cfg.test_per_class or 50, cfg.profile,
+                              cfg.seed)
     if cfg.dataset in ("cifar10_lt", "cifar100_lt"):
         return load_cifar_lt(cfg.dataset.removesuffix("_lt"), cfg.root, cfg.imbalance_ratio, cfg.profile,
                              cfg.max_count, cfg.seed, cfg.download)
-    return load_image_lists(cfg.train_list, cfg.val_list, cfg.root)
+    if cfg.dataset == "image_folder":
+        return load_image_folder(cfg.root, cfg.imbalance_ratio, cfg.profile, cfg.max_count, cfg.seed,
+                                 cfg.memory_max_size, cfg.cache_dir, cfg.test_per_class)
+    return load_image_lists(cfg.train_list, cfg.val_list, cfg.root, class_names=cfg.class_names)
+
+
+def loader_workers(cfg: DataConfig) -> int:
+    """``data.loader_workers``, else the CPUs this process may use (a Ray trial: its CPU share)."""
+    if cfg.loader_workers is not None:
+        return cfg.loader_workers
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cpus, torch.get_num_threads()))
 
 
 def _eval_batches(data, cfg: RunConfig, rank: int, world_size: int, normalize, device):
@@ -79,7 +93,7 @@ def _eval_batches(data, cfg: RunConfig, rank: int, world_size: int, normalize, d
     data.test.decode_size = int(round(cfg.data.image_size / 0.875))
     subset = torch.utils.data.Subset(data.test, range(rank, len(data.test), world_size))
     loader = torch.utils.data.DataLoader(subset, batch_size=cfg.train.eval_batch_size,
-                                         num_workers=cfg.data.loader_workers, pin_memory=device.type == "cuda")
+                                         num_workers=loader_workers(cfg.data), pin_memory=device.type == "cuda")
     return lambda: iter(loader)
 
 
@@ -97,7 +111,7 @@ def _streams(data, cfg: RunConfig, labels, rank: int, world_size: int, device: t
     jittered = train_transform(size, tuple(a.jitter), a.jitter_p, a.grayscale_p, a.flip)
     con_ds = type(data.train)(data.train.paths, data.train.labels, TwoViews(jittered, plain), decode_size=size)
     ce_ds = type(data.train)(data.train.paths, data.train.labels, plain, decode_size=size)
-    workers = cfg.data.loader_workers
+    workers = loader_workers(cfg.data)
     loader = dict(batch_size=cfg.train.batch_size // world_size, num_workers=workers, pin_memory=device.type == "cuda",
                   persistent_workers=workers > 0, drop_last=False)
     streams = LoaderStreams(torch.utils.data.DataLoader(con_ds, sampler=con, **loader),
@@ -120,10 +134,11 @@ def build_run(cfg: RunConfig, rank: int = 0, world_size: int = 1, device: torch.
     net = create_hybrid_net(cfg.model.backbone, data.num_classes, data.in_channels, cfg.model.proj_dim,
                             cfg.model.proj_hidden, classifier)
     contrastive = build_contrastive_loss(cfg.loss.contrastive, data.num_classes, cfg.model.proj_dim,
-                                         cfg.loss.temperature, cfg.loss.prototypes_per_class)
+                                         cfg.loss.temperature, cfg.loss.prototypes_per_class,
+                                         cfg.loss.prototype_init)
     cls_loss = build_classifier_loss(cfg.loss.classifier, counts, cfg.train.epochs,
-                                     **cfg.loss.model_dump(exclude={"contrastive", "classifier"}))
-    objective = HybridObjective(net, contrastive, cls_loss).to(device)
+                                     **cfg.loss.model_dump(exclude={"contrastive", "classifier", "prototype_init"}))
+    objective = HybridObjective(net, contrastive, cls_loss, cfg.model.bn_streams).to(device)
     if device.type == "cuda" and cfg.train.channels_last:
         objective = objective.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(objective, cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay,

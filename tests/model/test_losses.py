@@ -400,3 +400,32 @@ def test_supcon_class_sums_path_equals_mask_path():
     a.backward()
     b.backward()
     assert torch.allclose(a, b) and torch.allclose(za.grad, zb.grad)
+
+
+@pytest.mark.parametrize("cls, shape", [(PSCLoss, (10, 128)), (MPSCLoss, (10, 3, 128))])
+def test_prototype_init_normal_has_norm_sqrt_d_and_unit_has_norm_one(cls, shape):
+    torch.manual_seed(0)
+    kw = {} if cls is PSCLoss else {"prototypes_per_class": 3}
+    raw = cls(10, 128, prototype_init="normal", **kw).prototypes.detach()
+    unit = cls(10, 128, prototype_init="unit", **kw).prototypes.detach()
+    assert tuple(raw.shape) == tuple(unit.shape) == shape
+    assert abs(raw.norm(dim=-1).mean().item() - math.sqrt(128)) < 0.5  # E|N(0, I_D)| ~ sqrt(D)
+    assert torch.allclose(unit.norm(dim=-1), torch.ones(shape[:-1]), atol=1e-6)
+    with pytest.raises(ValueError, match="prototype_init"):
+        cls(10, 128, prototype_init="xavier", **kw)
+
+
+def test_unit_prototypes_turn_about_d_times_faster_than_raw_ones():
+    """One SGD step on the same directions: the angle a prototype turns scales with 1/|p|."""
+    angles = {}
+    for how in ("normal", "unit"):
+        torch.manual_seed(0)
+        loss = PSCLoss(4, 64, temperature=1.0, prototype_init=how)
+        before = F.normalize(loss.prototypes.detach().clone(), dim=-1)
+        z = F.normalize(torch.randn(16, 64), dim=-1)
+        loss(z, torch.arange(16) % 4).backward()
+        with torch.no_grad():
+            loss.prototypes -= 0.01 * loss.prototypes.grad
+        cos = (F.normalize(loss.prototypes.detach(), dim=-1) * before).sum(-1).clamp(-1, 1)
+        angles[how] = torch.arccos(cos).mean().item()
+    assert 4 < angles["unit"] / angles["normal"] < 16  # |p| ~ 8 = sqrt(64): the step's angle ~ 1/|p|
