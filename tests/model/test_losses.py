@@ -415,17 +415,20 @@ def test_prototype_init_normal_has_norm_sqrt_d_and_unit_has_norm_one(cls, shape)
         cls(10, 128, prototype_init="xavier", **kw)
 
 
-def test_unit_prototypes_turn_about_d_times_faster_than_raw_ones():
-    """One SGD step on the same directions: the angle a prototype turns scales with 1/|p|."""
-    angles = {}
+def test_raw_prototypes_turn_about_d_times_slower_than_unit_ones():
+    """One SGD step from the same directions (the same draw): the gradient scales with 1/|p| and the
+    angle turned with 1/|p|^2, so a raw N(0, 1) prototype (|p| ~ sqrt(D)) turns ~D times less."""
+    angles, norms = {}, None
     for how in ("normal", "unit"):
         torch.manual_seed(0)
-        loss = PSCLoss(4, 64, temperature=1.0, prototype_init=how)
+        loss = PSCLoss(4, 64, temperature=1.0, prototype_init=how).double()
+        if how == "normal":
+            norms = loss.prototypes.detach().norm(dim=-1)
         before = F.normalize(loss.prototypes.detach().clone(), dim=-1)
-        z = F.normalize(torch.randn(16, 64), dim=-1)
+        z = F.normalize(torch.randn(16, 64, dtype=F64), dim=-1)
         loss(z, torch.arange(16) % 4).backward()
         with torch.no_grad():
-            loss.prototypes -= 0.01 * loss.prototypes.grad
-        cos = (F.normalize(loss.prototypes.detach(), dim=-1) * before).sum(-1).clamp(-1, 1)
-        angles[how] = torch.arccos(cos).mean().item()
-    assert 4 < angles["unit"] / angles["normal"] < 16  # |p| ~ 8 = sqrt(64): the step's angle ~ 1/|p|
+            loss.prototypes -= 1e-3 * loss.prototypes.grad
+        angles[how] = (F.normalize(loss.prototypes.detach(), dim=-1) - before).norm(dim=-1)  # ~ the angle
+    assert torch.allclose(angles["unit"] / angles["normal"], norms**2, rtol=0.01)
+    assert 30 < (norms**2).mean() < 100  # D = 64
