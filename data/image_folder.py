@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hybridlt.data.dataset import DATASETS
 from hybridlt.data.image_list import ImageListData, ImageListDataset, decode_rgb
 from hybridlt.data.long_tail import long_tail_counts, subsample_per_class
 from hybridlt.data.memory import InMemoryData
@@ -211,6 +212,7 @@ def load_cached(listing: FolderListing, memory_max_size: int, cache_dir: str | P
         return cached
 
 
+@DATASETS.register("image_folder")
 def load_image_folder(root: str | Path, imbalance_ratio: float = 1.0, profile: str = "exp",
                       max_count: int | None = None, seed: int = 0, memory_max_size: int = 64,
                       cache_dir: str | Path | None = None,

@@ -6,6 +6,7 @@ workers; augmented with torchvision transforms v2.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ import torch
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
+from hybridlt.data.dataset import DATASETS
 from hybridlt.errors import InputError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -74,6 +76,13 @@ def read_image_list(list_path: str | Path, root: str | Path):
         return read_inat_json(list_path, root)
     paths, labels = read_text_list(list_path, root)
     return paths, labels, {}
+
+
+def default_loader_workers() -> int:
+    """The CPUs this process may use (affinity, capped by torch's threads, which Ray sets to a trial's
+    CPUs): ``data.loader_workers``' default."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cpus, torch.get_num_threads()))
 
 
 def _against(path: Path) -> str:
@@ -175,6 +184,43 @@ class ImageListData:
         return torch.as_tensor(self.test.labels, dtype=torch.long)
 
     in_channels = 3
+
+    def train_streams(self, con_sampler, ce_sampler, *, device, batch_size: int, world_size: int, augment: dict,
+                      image_size: int, loader_workers: int | None, **_):
+        """Both streams through DataLoader workers that decode and augment with torchvision."""
+        from hybridlt.data.streams import LoaderStreams
+
+        loader_workers = default_loader_workers() if loader_workers is None else loader_workers
+        a = augment
+        plain = train_transform(image_size, None, grayscale_p=a["grayscale_p"], flip=a["flip"])
+        jittered = train_transform(image_size, tuple(a["jitter"]), a["jitter_p"], a["grayscale_p"], a["flip"])
+        con_ds = ImageListDataset(self.train.paths, self.train.labels, TwoViews(jittered, plain), image_size)
+        ce_ds = ImageListDataset(self.train.paths, self.train.labels, plain, image_size)
+        loader = dict(batch_size=batch_size // world_size, num_workers=loader_workers,
+                      pin_memory=torch.device(device).type == "cuda", persistent_workers=loader_workers > 0,
+                      drop_last=False)
+        return LoaderStreams(torch.utils.data.DataLoader(con_ds, sampler=con_sampler, **loader),
+                             torch.utils.data.DataLoader(ce_ds, sampler=ce_sampler, **loader), device)
+
+    def eval_batches(self, *, rank: int, world_size: int, batch_size: int, device, image_size: int,
+                     loader_workers: int | None, **_):
+        """This rank's share of the validation list, resized and centre-cropped in DataLoader workers."""
+        loader_workers = default_loader_workers() if loader_workers is None else loader_workers
+        test = ImageListDataset(self.test.paths, self.test.labels, eval_transform(image_size),
+                                int(round(image_size / 0.875)))
+        subset = torch.utils.data.Subset(test, range(rank, len(test), world_size))
+        loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, num_workers=loader_workers,
+                                             pin_memory=torch.device(device).type == "cuda")
+        return lambda: iter(loader)
+
+
+@DATASETS.register("inat2018")
+@DATASETS.register("image_list")
+def load_image_list_dataset(train_list: str, val_list: str, root: str,
+                            class_names: str | None = None) -> ImageListData:
+    """iNaturalist 2018 (official JSON) or ``path label`` text lists under ``data.root``; ``class_names``:
+    a file of names, one a line."""
+    return load_image_lists(train_list, val_list, root, class_names=class_names)
 
 
 def load_image_lists(train_list: str | Path, val_list: str | Path, root: str | Path,

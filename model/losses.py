@@ -7,12 +7,19 @@ and ``labels`` ``[B]`` (int64). All return a scalar tensor: the mean over anchor
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from hybridlt.registry import Registry
+
+# The feature-branch losses (``loss.contrastive``) and the classifier-branch losses (``loss.classifier``).
+# Builders take keyword arguments named like the ``loss.*`` config fields (plus ``num_classes``,
+# ``feat_dim``, ``class_counts``, ``epochs``); each takes the ones it needs.
+CONTRASTIVE_LOSSES = Registry("loss.contrastive")
+CLASSIFIER_LOSSES = Registry("loss.classifier")
 
 
 def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
@@ -30,6 +37,7 @@ def _flatten_views(features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.
     raise ValueError(f"features: expected [B, V, D] or [N, D], got shape {tuple(features.shape)}")
 
 
+@CONTRASTIVE_LOSSES.register("sc")
 class SupConLoss(nn.Module):
     """Supervised contrastive loss (Eq. 2-3).
 
@@ -77,15 +85,16 @@ PROTOTYPE_INITS = ("normal", "unit")
 
 
 def init_prototypes(shape: tuple[int, ...], how: str = "normal") -> torch.Tensor:
-    """Prototype start values: ``normal`` = raw N(0, 1) entries (norm about sqrt(D); they are normalised
-    only where used, so a gradient step turns them about D times less than a unit vector), ``unit`` =
-    the same directions scaled to norm 1."""
+    """Prototype start values: ``normal`` = raw N(0, 1) entries (norm about sqrt(D), normalised only where
+    used: the gradient scales with 1/norm and the angle a step turns with 1/norm^2, so they turn about D
+    times slower than unit vectors), ``unit`` = the same directions scaled to norm 1."""
     if how not in PROTOTYPE_INITS:
         raise ValueError(f"loss.prototype_init: unknown value {how!r}; allowed: {PROTOTYPE_INITS}")
     p = torch.randn(*shape)
     return F.normalize(p, dim=-1) if how == "unit" else p
 
 
+@CONTRASTIVE_LOSSES.register("mpsc")
 class MPSCLoss(nn.Module):
     """Multi-prototype supervised contrastive loss (Eq. 5, PAPER.md's definition).
 
@@ -117,6 +126,7 @@ class MPSCLoss(nn.Module):
         return -(weights * log_ratio).sum(1).mean()
 
 
+@CONTRASTIVE_LOSSES.register("psc")
 class PSCLoss(MPSCLoss):
     """Prototypical supervised contrastive loss (Eq. 4): one prototype per class.
 
@@ -137,6 +147,7 @@ class PSCLoss(MPSCLoss):
         return (neg_lse - pos).mean()
 
 
+@CONTRASTIVE_LOSSES.register("ce")
 class FeatureCELoss(nn.Module):
     """Cross-entropy in the feature branch (the paper's CE-CE comparison).
 
@@ -154,21 +165,9 @@ class FeatureCELoss(nn.Module):
         return F.cross_entropy(_at_least_fp32(self.classifier(z)) / self.temperature, y)
 
 
-def build_contrastive_loss(name: str, num_classes: int, feat_dim: int, temperature: float,
-                           prototypes_per_class: int = 1, prototype_init: str = "normal") -> nn.Module:
-    """The feature-branch loss by name: ``sc``, ``psc``, ``mpsc`` or ``ce`` (CE-CE)."""
-    if name == "sc":
-        return SupConLoss(temperature, num_classes)
-    if name == "psc":
-        return PSCLoss(num_classes, feat_dim, temperature, prototype_init)
-    if name == "mpsc":
-        return MPSCLoss(num_classes, feat_dim, prototypes_per_class, temperature, prototype_init)
-    if name == "ce":
-        return FeatureCELoss(num_classes, feat_dim, temperature)
-    raise ValueError(f"loss.contrastive: unknown value {name!r}; allowed: {CONTRASTIVE_LOSSES}")
-
-
-CONTRASTIVE_LOSSES = ("sc", "psc", "mpsc", "ce")
+def build_contrastive_loss(name: str, num_classes: int, feat_dim: int, **fields) -> nn.Module:
+    """The feature-branch loss by name (``CONTRASTIVE_LOSSES``); ``fields`` are ``loss.*`` config fields."""
+    return CONTRASTIVE_LOSSES.build(name, num_classes=num_classes, feat_dim=feat_dim, **fields)
 
 
 class ClassifierLoss(nn.Module):
@@ -183,6 +182,7 @@ class ClassifierLoss(nn.Module):
         self.epochs = epochs
 
 
+@CLASSIFIER_LOSSES.register("ce")
 class CrossEntropy(ClassifierLoss):
     def forward(self, logits: torch.Tensor, labels: torch.Tensor, epoch: int = 0) -> torch.Tensor:
         return F.cross_entropy(_at_least_fp32(logits), labels)
@@ -212,6 +212,7 @@ def _weighted_focal(logits: torch.Tensor, labels: torch.Tensor, gamma: float,
     return (w * loss).sum() / w.sum()
 
 
+@CLASSIFIER_LOSSES.register("focal")
 class FocalLoss(ClassifierLoss):
     """Softmax focal loss (Lin et al. 2017), ``gamma`` = ``loss.focal_gamma``."""
 
@@ -223,27 +224,32 @@ class FocalLoss(ClassifierLoss):
         return _weighted_focal(logits, labels, self.gamma, None)
 
 
+@CLASSIFIER_LOSSES.register("cb_ce")
 class ClassBalancedLoss(ClassifierLoss):
-    """``cb_ce``: softmax CE (``focal_gamma`` 0) or softmax focal loss weighted by the effective number of
-    samples (``cb_beta``). Normalised by the sum of the batch's weights, ``sum_i w_{y_i} l_i / sum_i w_{y_i}``
-    (torch's weighted ``cross_entropy`` convention; Cui et al.'s code divides by the batch size instead,
-    which rescales the loss by the batch's mean weight)."""
+    """CE weighted by the effective number of samples (``cb_beta``): ``sum_i w_{y_i} CE_i / sum_i w_{y_i}``.
 
-    def __init__(self, class_counts, epochs, cb_beta: float = 0.9999, focal_gamma: float = 0.0):
+    Takes no ``focal_gamma``: the config's focal default must not turn class-balanced CE into a focal loss.
+    """
+
+    gamma = 0.0
+
+    def __init__(self, class_counts, epochs, cb_beta: float = 0.9999):
         super().__init__(class_counts, epochs)
-        self.gamma = focal_gamma
         self.register_buffer("weight", effective_number_weights(class_counts, cb_beta))
 
     def forward(self, logits, labels, epoch: int = 0):
         return _weighted_focal(logits, labels, self.gamma, self.weight)
 
 
+@CLASSIFIER_LOSSES.register("cb_softmax_focal")
 class ClassBalancedSoftmaxFocal(ClassBalancedLoss):
-    """``cb_softmax_focal``: softmax focal loss with effective-number weights, normalised by the sum of
-    the batch's weights. Not Cui et al.'s CB-focal (that is the sigmoid one, ``cb_focal``)."""
+    """``cb_softmax_focal``: the softmax focal loss (``focal_gamma``) with class-balanced weights,
+    normalised like ``cb_ce`` (by the sum of the batch's weights). Not Cui et al.'s CB-focal, which is
+    the sigmoid one (``cb_focal``)."""
 
     def __init__(self, class_counts, epochs, cb_beta: float = 0.9999, focal_gamma: float = 1.0):
-        super().__init__(class_counts, epochs, cb_beta, focal_gamma)
+        super().__init__(class_counts, epochs, cb_beta)
+        self.gamma = focal_gamma
 
 
 def sigmoid_focal(logits: torch.Tensor, labels: torch.Tensor, gamma: float,
@@ -264,6 +270,7 @@ def sigmoid_focal(logits: torch.Tensor, labels: torch.Tensor, gamma: float,
     return loss.sum() / max(len(labels), 1)
 
 
+@CLASSIFIER_LOSSES.register("cb_focal")
 class ClassBalancedFocal(ClassifierLoss):
     """``cb_focal``: Cui et al. (2019)'s class-balanced focal loss, the sigmoid one-vs-all focal loss
     with effective-number weights (``cb_beta``, sum C), normalised by the batch size (``sigmoid_focal``)."""
@@ -277,20 +284,21 @@ class ClassBalancedFocal(ClassifierLoss):
         return sigmoid_focal(logits, labels, self.gamma, self.weight)
 
 
+@CLASSIFIER_LOSSES.register("ldam")
 class LDAMLoss(ClassifierLoss):
     """LDAM (Cao et al. 2019) on cosine logits: ``CE(s * (cos - m_y 1_y), y)``, margins from
-    ``ldam_margins``. With ``drw_start`` < 1 (LDAM-DRW), class-balanced weights (``cb_beta``) from
-    epoch ``int(drw_start * epochs)`` on, normalised by the sum of the batch's weights (torch's
-    weighted CE, as in Cao et al.'s code). Expects a cosine classifier (``model.classifier: cosine``).
+    ``ldam_margins``, never re-weighted (``ldam_drw`` re-weights). Expects a cosine classifier
+    (``model.classifier: cosine``, its default).
     """
 
-    def __init__(self, class_counts, epochs, ldam_max_margin: float = 0.5, ldam_scale: float = 30.0,
-                 drw_start: float = 1.0, cb_beta: float = 0.9999):
+    default_head = "cosine"
+
+    def __init__(self, class_counts, epochs, ldam_max_margin: float = 0.5, ldam_scale: float = 30.0):
         super().__init__(class_counts, epochs)
         self.scale = ldam_scale
-        self.drw_epoch = int(drw_start * epochs)
+        self.drw_epoch = epochs  # never: plain LDAM takes no drw_start
         self.register_buffer("margins", ldam_margins(class_counts, ldam_max_margin))
-        self.register_buffer("weight", effective_number_weights(class_counts, cb_beta))
+        self.register_buffer("weight", torch.ones(len(self.class_counts)))
 
     def forward(self, logits, labels, epoch: int = 0):
         cos = _at_least_fp32(logits)
@@ -300,12 +308,20 @@ class LDAMLoss(ClassifierLoss):
         return F.cross_entropy(self.scale * shifted, labels, weight=weight)
 
 
+@CLASSIFIER_LOSSES.register("ldam_drw")
 class LDAMDRWLoss(LDAMLoss):
+    """LDAM with deferred re-weighting: class-balanced weights (``cb_beta``) from epoch
+    ``int(drw_start * epochs)`` on (0-based), normalised by the sum of the batch's weights (torch's
+    weighted CE, as in Cao et al.'s code)."""
+
     def __init__(self, class_counts, epochs, ldam_max_margin: float = 0.5, ldam_scale: float = 30.0,
                  drw_start: float = 0.8, cb_beta: float = 0.9999):
-        super().__init__(class_counts, epochs, ldam_max_margin, ldam_scale, drw_start, cb_beta)
+        super().__init__(class_counts, epochs, ldam_max_margin, ldam_scale)
+        self.drw_epoch = int(drw_start * epochs)
+        self.weight = effective_number_weights(class_counts, cb_beta)
 
 
+@CLASSIFIER_LOSSES.register("logit_adjust")
 class LogitAdjustedLoss(ClassifierLoss):
     """Logit adjustment (Menon et al. 2021): ``CE(logits + tau * log prior, y)`` in training only;
     the test-time logits are left as they are. tau = 1 is the balanced softmax (Ren et al. 2020)."""
@@ -320,27 +336,17 @@ class LogitAdjustedLoss(ClassifierLoss):
         return F.cross_entropy(logits + self.adjustment.to(logits.dtype), labels)
 
 
+@CLASSIFIER_LOSSES.register("balanced_softmax")
 class BalancedSoftmax(LogitAdjustedLoss):
     def __init__(self, class_counts, epochs):
         super().__init__(class_counts, epochs, la_tau=1.0)
 
 
-# The classifier-branch registry: name -> class taking ``class_counts``, ``epochs`` and its own
-# keyword parameters (named as the ``loss.*`` config fields).
-CLASSIFIER_LOSSES: dict[str, Callable[..., ClassifierLoss]] = {
-    "ce": CrossEntropy, "focal": FocalLoss, "cb_ce": ClassBalancedLoss, "cb_focal": ClassBalancedFocal,
-    "cb_softmax_focal": ClassBalancedSoftmaxFocal,
-    "ldam": LDAMLoss, "ldam_drw": LDAMDRWLoss, "logit_adjust": LogitAdjustedLoss,
-    "balanced_softmax": BalancedSoftmax,
-}
-COSINE_CLASSIFIER_LOSSES = ("ldam", "ldam_drw")
+def build_classifier_loss(name: str, class_counts: Sequence[int], epochs: int, **fields) -> ClassifierLoss:
+    """The classifier-branch loss by name (``CLASSIFIER_LOSSES``); ``fields`` it does not take are ignored."""
+    return CLASSIFIER_LOSSES.build(name, class_counts=class_counts, epochs=epochs, **fields)
 
 
-def build_classifier_loss(name: str, class_counts: Sequence[int], epochs: int,
-                          **params) -> ClassifierLoss:
-    """The classifier-branch loss by name; ``params`` not taken by that loss are ignored."""
-    if name not in CLASSIFIER_LOSSES:
-        raise ValueError(f"loss.classifier: unknown value {name!r}; allowed: {sorted(CLASSIFIER_LOSSES)}")
-    cls = CLASSIFIER_LOSSES[name]
-    accepted = inspect.signature(cls.__init__).parameters
-    return cls(class_counts=class_counts, epochs=epochs, **{k: v for k, v in params.items() if k in accepted})
+def default_head(classifier_loss: str) -> str:
+    """The classifier head a loss expects when ``model.classifier`` is not set (LDAM: cosine)."""
+    return getattr(CLASSIFIER_LOSSES[classifier_loss], "default_head", "linear")

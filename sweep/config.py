@@ -13,13 +13,24 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from hybridlt.data.dataset import DATASETS, required_fields
+from hybridlt.data.long_tail import PROFILES
 from hybridlt.data.samplers import SAMPLERS
 from hybridlt.errors import InputError
 from hybridlt.model.backbones import BACKBONES
-from hybridlt.model.losses import CLASSIFIER_LOSSES
+from hybridlt.model.curriculum import CURRICULA
+from hybridlt.model.hybrid import CLASSIFIERS
+from hybridlt.model.losses import CLASSIFIER_LOSSES, CONTRASTIVE_LOSSES
+from hybridlt.model.optim import SCHEDULES
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
-Sampler = Literal[SAMPLERS]  # type: ignore[valid-type]
+
+# The allowed names of every choice come from its registry (the registries live beside the implementations).
+def _choice(registry):
+    return Literal[registry.names()]  # type: ignore[valid-type]
+
+
+Sampler = _choice(SAMPLERS)
 
 
 class ConfigError(InputError):
@@ -31,12 +42,12 @@ class Section(BaseModel):
 
 
 class DataConfig(Section):
-    dataset: Literal["digits_lt", "cifar10_lt", "cifar100_lt", "inat2018", "image_list", "image_folder"] = "digits_lt"
+    dataset: _choice(DATASETS) = "digits_lt"
     root: str = Field("data_cache", description="relative: against the config file's folder (--set: the "
                       "working directory)")
     download: bool = False
     imbalance_ratio: float = Field(100.0, ge=1.0)
-    profile: Literal["exp", "step"] = "exp"
+    profile: _choice(PROFILES) = "exp"
     max_count: int | None = Field(None, ge=1, description="images of the largest class (default: all)")
     test_per_class: int | None = Field(None, ge=1, description="digits_lt: balanced test images per class "
                                        "(default 50); image_folder: at most this many test images a class, "
@@ -56,8 +67,10 @@ class DataConfig(Section):
 
     @model_validator(mode="after")
     def _check(self):
-        if self.dataset in ("inat2018", "image_list") and not (self.train_list and self.val_list):
-            raise ValueError(f"data.train_list and data.val_list are required for dataset {self.dataset!r}")
+        missing = [f"data.{name}" for name in required_fields(self.dataset) if getattr(self, name, None) is None]
+        if missing:
+            raise ValueError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required for "
+                             f"dataset {self.dataset!r}")
         if self.few_below > self.many_above + 1:
             raise ValueError(f"data.few_below: {self.few_below} must be <= data.many_above + 1 "
                              f"({self.many_above + 1})")
@@ -80,25 +93,18 @@ class AugmentConfig(Section):
 
 
 class ModelConfig(Section):
-    backbone: str = "resnet32"
+    backbone: _choice(BACKBONES) = "resnet32"
     proj_dim: int = Field(128, ge=1)
     proj_hidden: int | None = Field(None, ge=1, description="default: the backbone's feature width")
-    classifier: Literal["linear", "cosine"] | None = Field(
+    classifier: _choice(CLASSIFIERS) | None = Field(
         None, description="default: cosine for ldam/ldam_drw, linear otherwise")
     bn_streams: Literal["joint", "separate"] = Field(
         "joint", description="joint: one backbone forward over both streams; separate: one per stream")
 
-    @field_validator("backbone")
-    @classmethod
-    def _known(cls, v):
-        if v not in BACKBONES:
-            raise ValueError(f"unknown backbone {v!r}; allowed: {sorted(BACKBONES)}")
-        return v
-
 
 class LossConfig(Section):
-    contrastive: Literal["sc", "psc", "mpsc", "ce"] = "sc"
-    classifier: str = "ce"
+    contrastive: _choice(CONTRASTIVE_LOSSES) = "sc"
+    classifier: _choice(CLASSIFIER_LOSSES) = "ce"
     temperature: float = Field(0.1, gt=0.0)
     prototypes_per_class: int = Field(1, ge=1, description="mpsc only")
     prototype_init: Literal["normal", "unit"] = Field(
@@ -110,16 +116,9 @@ class LossConfig(Section):
     ldam_scale: float = Field(30.0, gt=0.0, description="ldam: logit scale s")
     la_tau: float = Field(1.0, ge=0.0, description="logit_adjust: tau (1 = balanced softmax)")
 
-    @field_validator("classifier")
-    @classmethod
-    def _known(cls, v):
-        if v not in CLASSIFIER_LOSSES:
-            raise ValueError(f"unknown classifier loss {v!r}; allowed: {sorted(CLASSIFIER_LOSSES)}")
-        return v
-
 
 class CurriculumConfig(Section):
-    kind: Literal["power", "cosine", "step", "constant", "two_stage"] = "power"
+    kind: _choice(CURRICULA) = "power"
     power: float = Field(2.0, gt=0.0, description="power: alpha = 1 - (t/T)^power")
     value: Fraction = Field(0.5, description="constant: alpha")
     switch: Fraction = Field(0.5, description="step, two_stage: fraction of epochs before the switch")
@@ -131,7 +130,7 @@ class OptimConfig(Section):
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     weight_decay: float = Field(1e-4, ge=0.0)
     nesterov: bool = False
-    schedule: Literal["multistep", "cosine", "constant"] = "multistep"
+    schedule: _choice(SCHEDULES) = "multistep"
     warmup_epochs: float = Field(0.0, ge=0.0)
     milestones: list[Annotated[int, Field(ge=1)]] = [120, 160]
     gamma: float = Field(0.1, gt=0.0, le=1.0)
@@ -188,6 +187,8 @@ def format_validation_error(exc: ValidationError, source: str = "config") -> str
             lines.append(f"{source}: {path}: unknown key (value {err['input']!r}); see the README's config reference")
         elif err["type"] == "missing":
             lines.append(f"{source}: {path}: required")
+        elif err["type"] == "literal_error":  # a name that is not in its registry
+            lines.append(f"{source}: {path}: unknown value {err['input']!r}; allowed: {err['ctx']['expected']}")
         else:
             where = f"{path}: " if path else ""
             lines.append(f"{source}: {where}{msg} (value {err['input']!r})"
@@ -195,8 +196,33 @@ def format_validation_error(exc: ValidationError, source: str = "config") -> str
     return "\n".join(lines)
 
 
-def parse_override(text: str) -> tuple[list[str], object]:
-    """``a.b=value`` -> (['a', 'b'], value parsed as YAML, so 0.1 is a float and true a bool)."""
+MISSING = object()
+
+
+def get_path(raw: dict, path: str, default=MISSING):
+    """The value at dotted ``path`` (``loss.temperature``) of a nested mapping, or ``default``."""
+    node = raw
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def set_path(raw: dict, path: str, value, create: bool = False) -> None:
+    """Set dotted ``path`` of a nested mapping; ``create`` makes missing sections (``--set``)."""
+    *parents, last = path.split(".")
+    node = raw
+    for i, part in enumerate(parents):
+        child = node.setdefault(part, {}) if create else node[part]
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {path}: {'.'.join(parents[:i + 1])!r} is a value, not a section")
+        node = child
+    node[last] = value
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """``a.b=value`` -> ('a.b', value parsed as YAML, so 0.1 is a float and true a bool)."""
     key, sep, raw = text.partition("=")
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set: {text!r} is not of the form section.key=value")
@@ -204,19 +230,12 @@ def parse_override(text: str) -> tuple[list[str], object]:
         value = yaml.safe_load(raw) if raw else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({exc.problem})") from exc
-    return key.split("."), value
+    return key, value
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     for text in overrides:
-        path, value = parse_override(text)
-        node = raw
-        for part in path[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {'.'.join(path)}: {part!r} is a value, not a section")
-            node = child
-        node[path[-1]] = value
+        set_path(raw, *parse_override(text), create=True)
     return raw
 
 

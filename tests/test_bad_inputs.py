@@ -129,7 +129,7 @@ CASES = {
     "unknown loss": (lambda t: ["train", "--config", run_config(t, loss={"contrastive": "simclr"})],
                      "loss.contrastive"),
     "unknown classifier loss": (lambda t: ["train", "--config", run_config(t, loss={"classifier": "hinge"})],
-                                "loss.classifier: unknown classifier loss 'hinge'"),
+                                "loss.classifier: unknown value 'hinge'; allowed: 'ce'"),
     "unknown backbone": (lambda t: ["train", "--config", run_config(t, model={"backbone": "vgg"})], "model.backbone"),
     "milestones decreasing": (lambda t: ["train", "--config", run_config(t, optim={"milestones": [9, 3]})],
                               "optim.milestones"),
