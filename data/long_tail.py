@@ -34,7 +34,13 @@ def long_tail_counts(num_classes: int, max_count: int, imbalance_ratio: float,
         raise ValueError(f"num_classes: {num_classes} given; must be >= 1")
     if imbalance_ratio < 1:
         raise ValueError(f"data.imbalance_ratio: {imbalance_ratio} given; must be >= 1")
-    return PROFILES.build(profile, num_classes=num_classes, max_count=max_count, imbalance_ratio=imbalance_ratio)
+    counts = PROFILES.build(profile, num_classes=num_classes, max_count=max_count, imbalance_ratio=imbalance_ratio)
+    if min(counts) < 1:
+        empty = counts.index(min(counts))
+        raise ValueError(f"data.imbalance_ratio: {imbalance_ratio} with {max_count} images in the largest class "
+                         f"leaves class {empty} with no training image; allowed: a ratio of at most {max_count} "
+                         f"(or a larger data.max_count)")
+    return counts
 
 
 def subsample_per_class(labels: np.ndarray, counts: Sequence[int], seed: int) -> np.ndarray:

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 from pydantic import Field, model_validator
 
-from hybridlt.sweep.config import ConfigError, RunConfig, apply_overrides, validate_run_config
+from hybridlt.sweep.config import ConfigError, Name, RunConfig, Seed, apply_overrides, validate_run_config
 from hybridlt.sweep.metrics import METRICS
 from hybridlt.sweep.results import GROUP_METRICS, open_store, read_dataset
 from hybridlt.sweep.spec import Resources, Strict, SweepSpec, read_spec
@@ -25,13 +25,13 @@ from hybridlt.sweep.store import Location, write_text_atomic
 
 
 class AblationSpec(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: Name
     storage: str = "runs/ablations"
     base: str | dict
     overrides: list[str] = Field(default_factory=list)
     variants: dict[str, list[str]] = Field(description="variant name -> --set overrides of the base")
     reference: str | None = Field(None, description="the variant the others are tested against (default: first)")
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=1)
+    seeds: list[Seed] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=1)
     resources: Resources = Resources()
     concurrency: int | None = Field(None, ge=1)
 

@@ -7,6 +7,7 @@ what is allowed (``ConfigError``). Field names match the keyword arguments of th
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -24,6 +25,9 @@ from hybridlt.model.losses import CLASSIFIER_LOSSES, CONTRASTIVE_LOSSES
 from hybridlt.model.optim import SCHEDULES
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+# Seeds feed numpy and torch generators (both take 0 .. 2^32-1 everywhere); names become folder names.
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)]
 
 # The allowed names of every choice come from its registry (the registries live beside the implementations).
 def _choice(registry):
@@ -37,8 +41,32 @@ class ConfigError(InputError):
     """A config that cannot run; ``str()`` is one or more lines naming field, value and what is allowed."""
 
 
+def _types(annotation) -> set:
+    """The plain types an annotation admits (``int | None`` -> {int, NoneType}; Literal values' types)."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is typing.Literal:
+        return {type(a) for a in args}
+    if not args:
+        return {annotation}
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _types(args[0])
+    return set().union(*(_types(a) for a in args))
+
+
+def no_bool_confusion(cls, value, info):
+    """``true`` is not a number and ``1`` is not a boolean (pydantic's lax mode takes both)."""
+    types = _types(cls.model_fields[info.field_name].annotation)
+    if isinstance(value, bool) and bool not in types and types & {int, float}:
+        raise ValueError("a number is expected, not a boolean")
+    if bool in types and value is not None and not isinstance(value, bool) and not types & {int, float, str}:
+        raise ValueError("true or false is expected")
+    return value
+
+
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Finite floats only: inf and nan pass every bound check and then train nonsense.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+    _no_bool_confusion = field_validator("*", mode="before")(classmethod(no_bool_confusion))
 
 
 class DataConfig(Section):
@@ -52,7 +80,7 @@ class DataConfig(Section):
     test_per_class: int | None = Field(None, ge=1, description="digits_lt: balanced test images per class "
                                        "(default 50); image_folder: at most this many test images a class, "
                                        "a seeded pick (default: all)")
-    seed: int = Field(0, description="seed of the long-tailed subsampling, fixed across run seeds")
+    seed: Seed = Field(0, description="seed of the long-tailed subsampling, fixed across run seeds")
     train_list: str | None = Field(None, description="image lists: iNaturalist JSON or 'path label' text")
     val_list: str | None = None
     class_names: str | None = Field(None, description="text lists: a file of class names, line i = class i")
@@ -156,8 +184,8 @@ class TrainConfig(Section):
 
 
 class RunConfig(Section):
-    name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    seed: int = 0
+    name: Name = "run"
+    seed: Seed = 0
     data: DataConfig = DataConfig()
     sampler: SamplerConfig = SamplerConfig()
     augment: AugmentConfig = AugmentConfig()
@@ -226,10 +254,7 @@ def parse_override(text: str) -> tuple[str, object]:
     key, sep, raw = text.partition("=")
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set: {text!r} is not of the form section.key=value")
-    try:
-        value = yaml.safe_load(raw) if raw else ""
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({exc.problem})") from exc
+    value = parse_yaml_text(raw, f"--set {key}: value {raw!r}") if raw else ""
     return key, value
 
 
@@ -239,16 +264,67 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
+MAX_YAML_BYTES = 1 << 20  # a run config or spec is a few KB; anything near this is not one
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses what a config never needs and an attacker would use: anchors and
+    aliases (a few lines that expand into gigabytes) and duplicate keys (where the last one silently wins)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.constructor.ConstructorError(None, None, f"alias *{event.anchor} is not allowed "
+                                                    "(write the value out)", event.start_mark)
+        event = self.peek_event()
+        if getattr(event, "anchor", None):
+            raise yaml.constructor.ConstructorError(None, None, f"anchor &{event.anchor} is not allowed",
+                                                    event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark)
+            try:
+                seen[key] = key_node.start_mark.line
+            except TypeError:  # an unhashable key: the base constructor names it
+                break
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml_text(text: str, where: str):
+    """YAML text to Python values with ``_StrictLoader``; errors name ``where`` and the line."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506  (a SafeLoader subclass)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f", line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}{at}: not valid YAML ({problem})") from None
+
+
 def read_yaml(path: str | Path, what: str = "config") -> dict:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{what} {path}: is a folder; a YAML file is expected")
     if not path.is_file():
-        raise ConfigError(f"{what} {path}: file not found")
+        raise ConfigError(f"{what} {path}: file not found (relative paths are taken from the working folder "
+                          f"{Path.cwd()})" if not path.is_absolute() else f"{what} {path}: file not found")
+    size = path.stat().st_size
+    if size > MAX_YAML_BYTES:
+        raise ConfigError(f"{what} {path}: {size} bytes; a config or spec file may hold at most {MAX_YAML_BYTES}")
+    data = path.read_bytes()
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{what} {path}: not valid YAML ({exc})") from exc
+        text = data.decode("utf-8-sig")  # a byte-order mark is fine
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{what} {path}: not a text file ({exc.reason})") from exc
+        line = data[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{what} {path}, line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+                          f"{exc.start}); save the file as UTF-8") from None
+    raw = parse_yaml_text(text, f"{what} {path}")
     if raw is None:
         return {}
     if not isinstance(raw, dict):

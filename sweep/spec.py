@@ -15,15 +15,18 @@ import copy
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hybridlt.sweep.config import (
     MISSING,
     ConfigError,
+    Name,
     RunConfig,
+    Seed,
     apply_overrides,
     format_validation_error,
     get_path,
+    no_bool_confusion,
     read_yaml,
     resolve_data_paths,
     set_path,
@@ -39,7 +42,8 @@ IntRange = tuple[int, int]  # named before Param, whose field "int" shadows the 
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    _no_bool_confusion = field_validator("*", mode="before")(classmethod(no_bool_confusion))
 
 
 class Param(Strict):
@@ -104,7 +108,7 @@ class Objective(Strict):
 
 class Search(Strict):
     algorithm: Literal[SEARCH_ALGORITHMS.names()] = "tpe"  # type: ignore[valid-type]
-    seed: int = 0
+    seed: Seed = 0
 
 
 class Scheduler(Strict):
@@ -123,7 +127,7 @@ class Resources(Strict):
 
 
 class SweepSpec(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: Name
     storage: str = "runs/sweeps"
     base: str | dict = Field(description="a run config: a YAML path (relative to the spec) or a mapping")
     overrides: list[str] = Field(default_factory=list, description="--set style overrides of the base")

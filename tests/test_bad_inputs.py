@@ -103,6 +103,63 @@ def cifar(tmp, corrupt=False) -> list[str]:
     return ["data", "stats", "--config", QUICK, *sets("data.dataset=cifar10_lt", f"data.root={tmp / 'cifar'}")]
 
 
+class _Payload:
+    """A pickle that, loaded by plain ``pickle.load``, writes a marker file: code execution."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def cifar_payload(tmp) -> list[str]:
+    argv = cifar(tmp)
+    folder = tmp / "cifar" / "cifar-10-batches-py"
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({"data": [[0] * 3072] * 2, "labels": [0, 1]}, f)
+    with open(folder / "data_batch_1", "wb") as f:
+        pickle.dump({"data": _Payload(tmp / "PWNED"), "labels": [0, 1]}, f)
+    return argv
+
+
+def cifar_batch(tmp, entry) -> list[str]:
+    """A CIFAR folder whose first training batch holds ``entry`` (everything else well-formed)."""
+    argv = cifar(tmp)
+    folder = tmp / "cifar" / "cifar-10-batches-py"
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({"data": [[0] * 3072] * 2, "labels": [0, 1]}, f)
+    with open(folder / "data_batch_1", "wb") as f:
+        pickle.dump(entry, f)
+    return argv
+
+
+def raw_config(tmp, text: str, name="raw.yaml", data: bytes | None = None) -> list[str]:
+    path = tmp / name
+    path.write_bytes(data if data is not None else text.encode())
+    return ["train", "--config", str(path), "--out", str(tmp / "r")]
+
+
+def newer_store(tmp) -> Path:
+    root = store(tmp)
+    doc = yaml.safe_load((root / "results" / "sweep.yaml").read_text())
+    doc["schema_version"] = 99
+    (root / "results" / "sweep.yaml").write_text(yaml.safe_dump(doc))
+    return root
+
+
+def broken_store(tmp, sweep_yaml: str) -> Path:
+    root = store(tmp)
+    (root / "results" / "sweep.yaml").write_text(sweep_yaml)
+    return root
+
+
+def tiny_train(*overrides) -> list[str]:
+    return ["train", "--config", QUICK, *sets(*TINY, *overrides), "--quiet"]
+
+
 CASES = {
     # the CLI
     "config file missing": (lambda t: ["train", "--config", str(t / "nope.yaml")], "nope.yaml: file not found"),
@@ -182,6 +239,78 @@ CASES = {
                                                           str(t / "r"), "--quiet"], "3.png: cannot decode image"),
     "cifar files missing": (lambda t: cifar(t), "missing: test_batch"),
     "cifar file corrupt": (lambda t: cifar(t, corrupt=True), "data_batch_3: unreadable CIFAR file"),
+    # 1. code from data files
+    "cifar pickle that runs code": (lambda t: cifar_payload(t), "refers to posix.system"),
+    "cifar batch not a dict": (lambda t: cifar_batch(t, [1, 2, 3]), "a dict expected, got list"),
+    "cifar data of the wrong width": (lambda t: cifar_batch(t, {"data": [[0] * 100] * 2, "labels": [0, 1]}),
+                                      "'data' is not N rows of 3072 pixel values"),
+    "cifar pixel out of range": (lambda t: cifar_batch(t, {"data": [[300] * 3072] * 2, "labels": [0, 1]}),
+                                 "allowed: pixel values 0 .. 255"),
+    "cifar labels not integers": (lambda t: cifar_batch(t, {"data": [[0] * 3072] * 2, "labels": ["a", "b"]}),
+                                  "'labels' is not a list of integer class ids"),
+    "cifar labels count": (lambda t: cifar_batch(t, {"data": [[0] * 3072] * 2, "labels": [0]}),
+                           "1 labels for 2 images"),
+    # 2. resources from small inputs
+    "yaml alias bomb": (lambda t: raw_config(t, "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a]\n"
+                                                "c: [*b, *b, *b, *b, *b, *b]\n"), "anchor &a is not allowed"),
+    "yaml alias alone": (lambda t: raw_config(t, "loss: {temperature: 0.1}\nx: *nowhere\n"), "not valid YAML"),
+    "yaml file too large": (lambda t: raw_config(t, "# " + "x" * (1 << 20) + "\n"), "may hold at most 1048576"),
+    "spec file too large": (lambda t: ["sweep", write(t / "big.yaml", "# " + "x" * (1 << 20))],
+                            "may hold at most 1048576"),
+    # 3. silent wrong runs
+    "duplicate key in a config": (lambda t: raw_config(t, "loss:\n  temperature: 0.1\n  temperature: 0.5\n"),
+                                  "duplicate key 'temperature' (first at line 2)"),
+    "duplicate section in a config": (lambda t: raw_config(t, "loss: {}\ntrain: {}\nloss: {}\n"),
+                                      "duplicate key 'loss'"),
+    "duplicate key in a spec": (lambda t: ["sweep", write(t / "s.yaml", "name: a\nname: b\n")],
+                                "duplicate key 'name'"),
+    "duplicate key in --set": (lambda t: tiny_train("loss={temperature: 1, temperature: 2}"), "duplicate key"),
+    "infinite temperature": (lambda t: tiny_train("loss.temperature=.inf"),
+                             "loss.temperature: Input should be a finite number"),
+    "nan learning rate": (lambda t: tiny_train("optim.lr=.nan"), "optim.lr: Input should be a finite number"),
+    "infinite imbalance ratio": (lambda t: tiny_train("data.imbalance_ratio=.inf"), "data.imbalance_ratio"),
+    "nan jitter": (lambda t: tiny_train("augment.jitter=[0.4, .nan, 0.4, 0.1]"), "augment.jitter.1"),
+    "nan curriculum power": (lambda t: tiny_train("curriculum.power=.nan"), "curriculum.power"),
+    "infinite search bound": (lambda t: ["sweep", sweep_spec(t, space={"loss.temperature": {"loguniform":
+                                                                                            [0.05, float("inf")]}})],
+                              "space.loss.temperature.loguniform.1: Input should be a finite number"),
+    "ratio empties a class": (lambda t: tiny_train("data.imbalance_ratio=500"),
+                              # 60 * 500^(-6/9) < 1
+                              "60 images in the largest class leaves class 6 with no training image"),
+    "boolean epochs": (lambda t: tiny_train("train.epochs=true"), "train.epochs: a number is expected, not a boolean"),
+    "boolean max_count": (lambda t: tiny_train("data.max_count=true"), "data.max_count: a number is expected"),
+    "boolean temperature": (lambda t: tiny_train("loss.temperature=false"), "loss.temperature: a number is expected"),
+    "number as a flip flag": (lambda t: tiny_train("augment.flip=1"), "augment.flip: true or false is expected"),
+    "string as amp flag": (lambda t: tiny_train("train.amp=yes please"), "train.amp"),
+    "fractional epochs": (lambda t: tiny_train("train.epochs=2.5"), "train.epochs: Input should be a valid integer"),
+    "fractional positives": (lambda t: tiny_train("sampler.positives=1.5"), "sampler.positives"),
+    "boolean trials": (lambda t: ["sweep", sweep_spec(t, trials=True)], "trials: a number is expected"),
+    "boolean concurrency": (lambda t: ["sweep", sweep_spec(t, concurrency=False)], "concurrency"),
+    "empty validation list": (lambda t: ["train", *image_list(t, val_lines=["# none\n"]), "--out", str(t / "r")],
+                              "no test (validation) image"),
+    "newer store schema, export": (lambda t: ["export-best", str(newer_store(t)), "-o", str(t / "b.yaml")],
+                                   "schema_version 99 was written by a newer hybridlt"),
+    "newer store schema, ablation report": (lambda t: ["ablate", "--report", str(newer_store(t))],
+                                            "schema_version 99"),
+    # 4. tracebacks before
+    "seed overflows": (lambda t: tiny_train(f"seed={2**70}"), "seed: Input should be less than or equal to 4294967295"),
+    "negative data seed": (lambda t: tiny_train("data.seed=-1"), "data.seed: Input should be greater than or equal"),
+    "search seed overflows": (lambda t: ["sweep", sweep_spec(t, search={"algorithm": "tpe", "seed": 2**40})],
+                              "search.seed"),
+    "ablation seed overflows": (lambda t: ["ablate", ablation_spec(t, seeds=[0, 2**40])], "seeds.1"),
+    "run name too long": (lambda t: tiny_train("name=" + "a" * 300), "name: String should have at most 100"),
+    "sweep name too long": (lambda t: ["sweep", sweep_spec(t, name="s" * 300)], "name: String should have at most"),
+    "broken sweep.yaml in a store": (lambda t: ["export-best", str(broken_store(t, "spec: [unclosed")), "-o",
+                                                str(t / "b.yaml")], "sweep.yaml: not readable YAML"),
+    "sweep.yaml not a mapping": (lambda t: ["export-best", str(broken_store(t, "- a\n- b\n")), "-o",
+                                            str(t / "b.yaml")], "sweep.yaml: expected a mapping, got list"),
+    # 5. clear messages
+    "config not utf-8": (lambda t: raw_config(t, "", data=b"loss:\n  temperature: 0.1 \xe9\xff\n"),
+                         "raw.yaml, line 2: not UTF-8 text"),
+    "config is a folder": (lambda t: ["train", "--config", str(t)], "is a folder; a YAML file is expected"),
+    "relative config missing": (lambda t: ["train", "--config", "surely/not/here.yaml"],
+                                "relative paths are taken from the working folder"),
+    "yaml error names the line": (lambda t: raw_config(t, "loss:\n  temperature: [0.1\ntrain: {}\n"), "line 3"),
     # results paths
     "export from no store": (lambda t: ["export-best", str(t / "nowhere"), "-o", str(t / "b.yaml")],
                              "not a hybridlt results store"),
@@ -215,4 +344,22 @@ def test_bad_input(case, tmp_path, capsys):
 
 
 def test_catalogue_is_large_enough():
-    assert len(CASES) >= 40
+    assert len(CASES) >= 95
+
+
+def test_a_crafted_cifar_pickle_does_not_run(tmp_path, capsys):
+    """The payload would create PWNED through os.system under plain pickle.load; here it must not."""
+    argv = cifar_payload(tmp_path)
+    with open(tmp_path / "cifar" / "cifar-10-batches-py" / "data_batch_1", "rb") as f:
+        assert b"system" in f.read()  # the file really carries the call
+    assert main(argv) == 2
+    assert not (tmp_path / "PWNED").exists()
+    assert "refers to posix.system" in capsys.readouterr().err
+
+
+def test_a_config_with_a_byte_order_mark_reads(tmp_path):
+    path = tmp_path / "bom.yaml"
+    path.write_bytes("\ufeff".encode() + Path(QUICK).read_bytes())
+    from hybridlt.sweep.config import load_run_config
+
+    assert load_run_config(path) == load_run_config(QUICK)
