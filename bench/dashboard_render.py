@@ -5,9 +5,11 @@ store's cold queries in this process, then serves ``hybridlt dashboard`` in a su
 loopback port and drives headless Chromium (Debian's ``chromium``, Playwright): the time from
 navigation to every main chart drawn and the best config shown, in fresh browser contexts. Server
 start is excluded (we wait for the page's layout to be served, then for the server's warm-up).
-Writes ``bench/results/dashboard_render_cpu.md``.  Needs Playwright and chromium (not a bare GPU box).
+Writes ``bench/results/dashboard_render_cpu_<trials>x<classes>.md``. Needs Playwright and chromium
+(not a bare GPU box).
 
 Usage: python bench/dashboard_render.py [--store DIR] [--trials 1000 --classes 1000 --epochs 20]
+       python bench/dashboard_render.py --trials 10000 --classes 100 --epochs 10
 """
 
 from __future__ import annotations
@@ -129,9 +131,9 @@ def report(args, size: tuple[int, float], gen_s: float | None, up_s: float, cold
         f"Store: {n_files:,} Parquet files, {mb:.0f} MiB"
         + (f", generated in {gen_s:.0f} s by `dashboards.synthetic`" if gen_s else "") + ". "
         f"Load average when measured: {os.getloadavg()[0]:.1f}.", "",
-        "First render: navigation to every main chart drawn (heatmap, accuracy vs rank, head/medium/tail, "
-        "parallel coordinates, importance, slices, learning curves), the trials table filled and the best "
-        "config shown; each run in a fresh browser context; server start excluded.", "",
+        "First render: navigation to every main chart drawn (head/medium/tail by group, heatmap, accuracy vs "
+        "rank, parallel coordinates, importance, slices, history, learning curves), the trials table filled and "
+        "the best config shown; each run in a fresh browser context; server start excluded.", "",
         "| run | first render (s) | in-browser performance.now() (s) | Dash payload (KiB) |", "|---|---|---|---|",
         *[f"| {i + 1} | {r['wall_s']:.2f} | {r['browser_s']:.2f} | {r['payload_kb']:.0f} |"
           for i, r in enumerate(runs)],
@@ -153,8 +155,9 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--screenshot", help="save the first view here (PNG)")
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "dashboard_render_cpu.md"))
+    parser.add_argument("--out", help="report file (default: bench/results/dashboard_render_cpu_<T>x<C>.md)")
     args = parser.parse_args()
+    args.out = args.out or str(ROOT / "bench" / "results" / f"dashboard_render_cpu_{args.trials}x{args.classes}.md")
     tmp = None
     store = Path(args.store) if args.store else Path(tmp := tempfile.mkdtemp(prefix="dash-bench-")) / "results"
     gen_s = None

@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative, sample_colorscale
 from plotly.subplots import make_subplots
 
-from hybridlt.dashboards.queries import GROUPS, ClassMatrix
+from hybridlt.dashboards.queries import ClassMatrix
 from hybridlt.sweep.metrics import ACCURACY_METRICS, METRICS
 
 _AXIS = {"gridcolor": "#EBF0F8", "linecolor": "#EBF0F8", "zerolinecolor": "#EBF0F8", "automargin": True}
@@ -96,9 +96,10 @@ def class_heatmap_figure(m: ClassMatrix, selected: list[str], metric: str, total
     binned = "" if m.names is not None else f", {len(m.lo)} rank bins"
     fig.update_xaxes(title_text=f"class rank by training count (0 = most images; {m.n_classes} classes{binned})",
                      row=2, col=1)
-    shown = f"{len(rows)} of {total_trials} trials" if len(rows) < total_trials else f"{len(rows)} trials"
+    shown = f"{len(rows)} of {total_trials} groups" if len(rows) < total_trials else f"{len(rows)} groups"
     height = 420 + min(len(rows), 60) * 6
-    return _layout(fig, f"Per-class accuracy: {shown}, best final {METRIC_LABELS.get(metric, metric)} first",
+    return _layout(fig, f"Per-class accuracy (mean over seeds): {shown}, best {METRIC_LABELS.get(metric, metric)} "
+                        "first",
                    height)
 
 
@@ -111,49 +112,17 @@ def class_rank_figure(curves: pd.DataFrame, colors: dict[str, str], thresholds_x
     for t, rows in curves.groupby("trial_id", sort=False):
         text = [f"ranks {a}–{b}, count ≈ {c:.0f}" for a, b, c in zip(rows.rank_lo, rows.rank_hi, rows.train_count,
                                                                     strict=True)]
-        fig.add_trace(go.Scatter(x=rows["rank"], y=rows["accuracy"], name=t, mode="lines+markers" if len(rows) <= 60
-                                 else "lines", line={"color": colors.get(t)}, hovertext=text,
-                                 hovertemplate=f"{t}<br>%{{hovertext}}<br>accuracy %{{y:.2f}}<extra></extra>"))
+        fig.add_trace(go.Scatter(x=rows["rank"], y=100 * rows["accuracy"], name=t,
+                                 mode="lines+markers" if len(rows) <= 60 else "lines",
+                                 line={"color": colors.get(t)}, hovertext=text,
+                                 hovertemplate=f"{t}<br>%{{hovertext}}<br>accuracy %{{y:.1f}}%<extra></extra>"))
     for x, name in thresholds_x:
         fig.add_vline(x=x, line_dash="dot", line_color="#999", annotation_text=name, annotation_position="top")
     kind = "mean per rank bin" if binned else "per class"
     fig.update_xaxes(title_text="class rank by training count (0 = most images)")
-    fig.update_yaxes(title_text=f"accuracy ({kind})", range=[-0.02, 1.02])
-    return _layout(fig, "Per-class accuracy vs class rank (selected trials)", 420,
+    fig.update_yaxes(title_text=f"accuracy % ({kind})", range=[-2, 102])
+    return _layout(fig, "Per-class accuracy vs class rank (selected groups, mean over seeds)", 420,
                    legend={"orientation": "h", "y": -0.2})
-
-
-# ---- head / medium / tail -------------------------------------------------------------------------
-def group_bars_figure(groups: pd.DataFrame) -> go.Figure:
-    """Grouped bars: many / medium / few accuracy per selected trial."""
-    if groups.empty:
-        return empty_figure("select trials in the table")
-    fig = go.Figure()
-    for g in GROUPS:
-        rows = groups[groups["group"] == g]
-        fig.add_trace(go.Bar(x=rows["trial_id"], y=rows["accuracy"], name=g, marker_color=GROUP_COLORS[g],
-                             text=[None if pd.isna(v) else f"{100 * v:.0f}" for v in rows["accuracy"]],
-                             textposition="outside", hovertemplate=f"%{{x}} {g}: %{{y:.3f}}<extra></extra>"))
-    fig.update_yaxes(title_text="final accuracy", range=[0, 1.1])
-    fig.update_xaxes(type="category")
-    return _layout(fig, "Head / medium / tail accuracy (selected trials)", 380, barmode="group",
-                   legend={"orientation": "h", "y": 1.08, "x": 1, "xanchor": "right"})
-
-
-def variant_bars_figure(stats: pd.DataFrame) -> go.Figure:
-    """Ablation: many / medium / few (and all) accuracy per variant, mean with std over seeds as error bars."""
-    if stats.empty:
-        return empty_figure("no ablation trials")
-    fig = go.Figure()
-    for g in (*GROUPS, "all"):
-        rows = stats[stats["group"] == g]
-        fig.add_trace(go.Bar(x=rows["variant"], y=rows["mean"], name=g, marker_color=GROUP_COLORS[g],
-                             error_y={"type": "data", "array": rows["std"], "visible": True}, customdata=rows["n"],
-                             hovertemplate=f"%{{x}} {g}: %{{y:.3f}} ± %{{error_y.array:.3f}} "
-                                           f"(%{{customdata}} seeds)<extra></extra>"))
-    fig.update_yaxes(title_text="final accuracy (mean ± std over seeds)", range=[0, 1.05])
-    return _layout(fig, "Ablation: accuracy per variant", 380, barmode="group",
-                   legend={"orientation": "h", "y": 1.08, "x": 1, "xanchor": "right"})
 
 
 # ---- what drives accuracy -------------------------------------------------------------------------
@@ -186,12 +155,13 @@ def _parallel_dims(rows: pd.DataFrame, params: list[str], col: str, metric: str)
     dims = [_dimension(rows[p], label(p)) for p in params]
     lo, hi = float(rows[col].min()), float(rows[col].max())
     ticks = list(np.linspace(lo, hi, 5))
-    dims.append({"label": f"final {metric}", "values": rows[col], "range": [lo, hi], "tickvals": ticks,
+    dims.append({"label": f"{metric} %", "values": rows[col], "range": [lo, hi], "tickvals": ticks,
                  "ticktext": [f"{t:.3g}" for t in ticks]})
     return dims
 
 
-def parallel_figure(trials: pd.DataFrame, params: list[str], metric: str, interactive: bool = False) -> go.Figure:
+def parallel_figure(trials: pd.DataFrame, params: list[str], metric: str, interactive: bool = False,
+                    note: str = "") -> go.Figure:
     """Parallel coordinates: each parameter, then the objective (the colour), best trials drawn on top.
 
     The default draws SVG lines (fast everywhere); ``interactive`` is plotly's WebGL ``Parcoords``
@@ -208,7 +178,7 @@ def parallel_figure(trials: pd.DataFrame, params: list[str], metric: str, intera
                                      labelangle=-12, labelfont={"size": 12}))
     else:
         fig = _parallel_lines(rows, dims, col, metric)
-    title = f"Parameters vs final {METRIC_LABELS.get(metric, metric)} ({len(rows)} trials)"
+    title = f"Parameters vs {METRIC_LABELS.get(metric, metric)} % ({len(rows)} trials)<br><sup>{note}</sup>"
     return _layout(fig, title, 420, margin={"l": 70, "r": 40, "t": 90, "b": 30})
 
 
@@ -259,7 +229,7 @@ def _parallel_lines(rows: pd.DataFrame, dims: list[dict], col: str, metric: str,
 
 
 def importance_figure(importances: dict[str, float], evaluator: str, metric: str,
-                      left_out: list[str] = ()) -> go.Figure:
+                      left_out: list[str] = (), note: str = "") -> go.Figure:
     """Horizontal bars of parameter importance for the objective, largest on top; ``left_out`` named below."""
     items = sorted(importances.items(), key=lambda kv: kv[1])
     fig = go.Figure(go.Bar(x=[v for _, v in items], y=[label(k) for k, _ in items], orientation="h",
@@ -271,14 +241,17 @@ def importance_figure(importances: dict[str, float], evaluator: str, metric: str
         fig.add_annotation(text="not scored (set in only some trials): " + ", ".join(label(p) for p in left_out),
                            xref="paper", yref="paper", x=0, y=-0.32, showarrow=False, xanchor="left",
                            font={"size": 11, "color": "#666"})
-    return _layout(fig, f"Parameter importance for final {metric} ({evaluator})", 150 + 45 * len(items),
-                   margin={"l": 60, "r": 20, "t": 50, "b": 80})
+    title = f"Parameter importance for {metric} ({evaluator}; seed is not a parameter)<br><sup>{note}</sup>"
+    return _layout(fig, title, 170 + 45 * len(items), margin={"l": 60, "r": 20, "t": 70, "b": 80})
 
 
-def slice_figure(trials: pd.DataFrame, params: list[str], metric: str, cols: int = 5) -> go.Figure:
-    """One scatter per parameter: its value against the objective; log axes for wide positive ranges."""
+def slice_figure(trials: pd.DataFrame, params: list[str], metric: str, cols: int = 5,
+                 stopped: pd.DataFrame | None = None, note: str = "") -> go.Figure:
+    """One scatter per parameter: its value against the objective (%); log axes for wide positive ranges.
+    ``stopped``: trials shown grey × beside the scored ones, not part of the comparison."""
     col = f"final_{metric}"
     rows = trials[trials[col].notna()]
+    stopped = stopped[stopped[col].notna()] if stopped is not None else None
     if rows.empty or not params:
         return empty_figure("no parameters vary, or no trial reported " + metric)
     nrows = math.ceil(len(params) / cols)
@@ -291,17 +264,26 @@ def slice_figure(trials: pd.DataFrame, params: list[str], metric: str, cols: int
         x = sub[p] if is_numeric(sub[p]) else sub[p].astype(str)
         fig.add_trace(go.Scatter(x=x, y=sub[col], mode="markers", showlegend=False, text=sub["trial_id"],
                                  marker={"size": 6, "opacity": 0.6, "color": "#1f77b4"},
-                                 hovertemplate=f"%{{text}}<br>{label(p)} %{{x}}<br>{metric} %{{y:.3f}}<extra></extra>"),
+                                 hovertemplate=f"%{{text}}<br>{label(p)} %{{x}}<br>{metric} %{{y:.1f}}%"
+                                               "<extra></extra>"),
                       row=r + 1, col=c + 1)
+        if stopped is not None and len(stopped) and p in stopped:
+            part = stopped[stopped[p].notna()]
+            xs = part[p] if is_numeric(sub[p]) else part[p].astype(str)
+            fig.add_trace(go.Scatter(x=xs, y=part[col], mode="markers", showlegend=False, text=part["trial_id"],
+                                     marker={"size": 6, "symbol": "x", "color": "#9aa5b1"},
+                                     hovertemplate="%{text} (stopped early, not scored)<br>%{x}: %{y:.1f}%"
+                                                   "<extra></extra>"), row=r + 1, col=c + 1)
         if is_numeric(sub[p]) and _is_log(sub[p]):
             fig.update_xaxes(type="log", row=r + 1, col=c + 1)
         elif pd.api.types.is_integer_dtype(sub[p]) and sub[p].max() - sub[p].min() <= 10:
             fig.update_xaxes(dtick=1, row=r + 1, col=c + 1)
         elif not is_numeric(sub[p]):
             fig.update_xaxes(type="category", categoryorder="category ascending", row=r + 1, col=c + 1)
-    fig.update_yaxes(title_text=f"final {metric}", col=1)
+    fig.update_yaxes(title_text=f"{metric} %", col=1)
     fig.update_annotations(font_size=12)
-    return _layout(fig, f"Slices: each parameter vs final {METRIC_LABELS.get(metric, metric)}", 270 * nrows + 60)
+    return _layout(fig, f"Slices: each parameter vs {METRIC_LABELS.get(metric, metric)} %<br><sup>{note}</sup>",
+                   270 * nrows + 80, margin={"l": 60, "r": 20, "t": 80, "b": 45})
 
 
 def pareto_figure(points: pd.DataFrame, x_metric: str, y_metric: str) -> go.Figure:
@@ -312,13 +294,13 @@ def pareto_figure(points: pd.DataFrame, x_metric: str, y_metric: str) -> go.Figu
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=rest["x"], y=rest["y"], mode="markers", name="dominated", text=rest["trial_id"],
                              marker={"color": "#9aa5b1", "size": 7, "opacity": 0.6},
-                             hovertemplate="%{text}<br>%{x:.3f}, %{y:.3f}<extra></extra>"))
+                             hovertemplate="%{text}<br>%{x:.1f}%, %{y:.1f}%<extra></extra>"))
     fig.add_trace(go.Scatter(x=front["x"], y=front["y"], mode="lines+markers", name="Pareto front",
                              text=front["trial_id"], marker={"color": "#d62728", "size": 10},
                              line={"color": "#d62728", "dash": "dot"},
-                             hovertemplate="%{text}<br>%{x:.3f}, %{y:.3f}<extra></extra>"))
-    fig.update_xaxes(title_text=f"final {x_metric}")
-    fig.update_yaxes(title_text=f"final {y_metric}")
+                             hovertemplate="%{text}<br>%{x:.1f}%, %{y:.1f}%<extra></extra>"))
+    fig.update_xaxes(title_text=f"final {x_metric} %")
+    fig.update_yaxes(title_text=f"final {y_metric} %")
     return _layout(fig, f"Pareto front: {x_metric} vs {y_metric} ({int(points['on_front'].sum())} on the front)",
                    360, legend={"orientation": "h", "y": -0.2})
 
@@ -328,18 +310,163 @@ def curves_figure(epochs: pd.DataFrame, metric: str, colors: dict[str, str]) -> 
     """Per selected trial over epochs: the chosen accuracy, the contrastive and CE losses, and alpha."""
     if epochs.empty:
         return empty_figure("select trials in the table (no epochs reported for them yet)")
-    panels = [(metric, METRIC_LABELS.get(metric, metric)), ("con_loss", "contrastive loss"),
+    panels = [(metric, METRIC_LABELS.get(metric, metric) + " %"), ("con_loss", "contrastive loss"),
               ("ce_loss", "cross-entropy loss"), ("alpha", "α (weight of the contrastive loss)")]
     fig = make_subplots(rows=2, cols=2, subplot_titles=[t for _, t in panels], vertical_spacing=0.16,
                         horizontal_spacing=0.08)
     mode = "lines+markers" if epochs["epoch"].max() <= 40 else "lines"  # a one-epoch trial is still seen
     for t, rows in epochs.groupby("trial_id", sort=False):
         for i, (col, _) in enumerate(panels):
-            fig.add_trace(go.Scatter(x=rows["epoch"], y=rows[col], name=t, legendgroup=t, showlegend=i == 0,
+            y = 100 * rows[col] if col in ACCURACY_METRICS else rows[col]  # accuracies in percent
+            fig.add_trace(go.Scatter(x=rows["epoch"], y=y, name=t, legendgroup=t, showlegend=i == 0,
                                      mode=mode, line={"color": colors.get(t)}, marker={"size": 4},
                                      hovertemplate=f"{t} epoch %{{x}}: %{{y:.3f}}<extra></extra>"),
                           row=i // 2 + 1, col=i % 2 + 1)
     fig.update_xaxes(tick0=1, dtick=max(1, math.ceil(epochs["epoch"].max() / 8)))
     fig.update_xaxes(title_text="epoch", row=2)
     fig.update_annotations(font_size=12)
-    return _layout(fig, "Learning curves (selected trials)", 560, legend={"orientation": "h", "y": -0.12})
+    return _layout(fig, "Per trial: accuracy, losses and α over epochs (selected trials)", 560,
+                   legend={"orientation": "h", "y": -0.12})
+
+
+# ---- seeds grouped, paired comparison, diagnostics, history (accuracies in percent) ----------------
+def group_stats_figure(report: pd.DataFrame, note: str) -> go.Figure:
+    """Grouped bars: many / medium / few / overall per group, mean over seeds with the 95% CI as error bars
+    (``report``: rows of ``sweep.paired.ablation_report``, in %)."""
+    if report.empty:
+        return empty_figure("select trials in the table")
+    fig = go.Figure()
+    for g, name in (("many", "many"), ("medium", "medium"), ("few", "few"), ("all", "overall")):
+        rows = report[report["metric"] == name]
+        half = (rows["ci95_high"] - rows["mean"]).fillna(0)
+        fig.add_trace(go.Bar(x=rows["variant"], y=rows["mean"], name=name, marker_color=GROUP_COLORS[g],
+                             error_y={"type": "data", "array": half, "visible": True}, customdata=rows["n"],
+                             text=[None if pd.isna(v) else f"{v:.0f}" for v in rows["mean"]], textposition="inside",
+                             hovertemplate=f"%{{x}} {name}: %{{y:.1f}}% ± %{{error_y.array:.1f}} "
+                                           f"(95% CI, %{{customdata}} seeds)<extra></extra>"))
+    fig.update_yaxes(title_text="accuracy % (mean, 95% CI over seeds)", range=[0, 105])
+    fig.update_xaxes(type="category")
+    return _layout(fig, f"Head / medium / tail by group<br><sup>{note}</sup>", 400, barmode="group",
+                   legend={"orientation": "h", "y": 1.12, "x": 1, "xanchor": "right"},
+                   margin={"l": 60, "r": 20, "t": 70, "b": 45})
+
+
+def curve_bands_figure(bands: pd.DataFrame, metric: str, colors: dict[str, str]) -> go.Figure:
+    """Learning curves per group: mean over seeds, the 95% CI as a band where there are 2+ seeds."""
+    if bands.empty:
+        return empty_figure("select trials in the table (no epochs reported for them yet)")
+    fig = go.Figure()
+    for g, rows in bands.groupby("group", sort=False):
+        color = colors.get(g, "#1f77b4")
+        mean, half = 100 * rows["mean"], 100 * rows["half"]
+        if rows["half"].notna().any():
+            fig.add_trace(go.Scatter(x=list(rows["epoch"]) + list(rows["epoch"])[::-1],
+                                     y=list(mean + half.fillna(0)) + list(mean - half.fillna(0))[::-1],
+                                     fill="toself", fillcolor=color, opacity=0.18, line={"width": 0},
+                                     hoverinfo="skip", showlegend=False, legendgroup=g))
+        fig.add_trace(go.Scatter(x=rows["epoch"], y=mean, name=g, legendgroup=g, mode="lines+markers",
+                                 line={"color": color}, marker={"size": 4}, customdata=rows["n"],
+                                 hovertemplate=f"{g}<br>epoch %{{x}}: %{{y:.1f}}% (%{{customdata}} seeds)"
+                                               "<extra></extra>"))
+    fig.update_xaxes(title_text="epoch")
+    fig.update_yaxes(title_text=f"{METRIC_LABELS.get(metric, metric)} %")
+    return _layout(fig, "Learning curves by group (mean over seeds, 95% CI band)", 420,
+                   legend={"orientation": "h", "y": -0.2})
+
+
+def class_delta_figure(report: pd.DataFrame, counts: np.ndarray, reference: str, max_bins: int = 200) -> go.Figure:
+    """Per-class Δ against the reference (percentage points), groups x classes by training count."""
+    if report.empty or not len(counts):
+        return empty_figure("pick two or more groups (select their trials) for a per-class Δ")
+    others = [g for g in dict.fromkeys(report["variant"]) if g != reference]
+    if not others:
+        return empty_figure("select trials of another group than the reference")
+    n = len(counts)
+    delta = np.vstack([report.loc[report["variant"] == g, "diff_vs_ref"].astype(float).to_numpy() for g in others])
+    from hybridlt.dashboards.queries import bin_edges, bin_mean
+
+    edges = bin_edges(n, max_bins)
+    z = bin_mean(delta, edges)
+    x = (edges[:-1] + edges[1:] - 1) / 2
+    span = float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else 1.0
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.25, 0.75], vertical_spacing=0.04)
+    fig.add_trace(go.Bar(x=x, y=bin_mean(counts.astype(float), edges), marker_color="#6c8ebf", showlegend=False,
+                         hovertemplate="ranks around %{x:.0f}: training count %{y:.0f}<extra></extra>"), row=1, col=1)
+    fig.add_trace(go.Heatmap(z=z, x=x, y=others, zmid=0, zmin=-span, zmax=span, colorscale="RdBu",
+                             colorbar={"title": {"text": "Δ pp"}, "len": 0.7, "y": 0.35},
+                             hovertemplate="%{y}<br>class rank ≈ %{x:.0f}<br>Δ %{z:.1f} pp<extra></extra>"),
+                  row=2, col=1)
+    fig.update_yaxes(type="log", title_text="train count", row=1, col=1)
+    binned = "" if len(edges) - 1 == n else f", mean per bin of {n / (len(edges) - 1):.1f} classes"
+    fig.update_xaxes(title_text=f"class rank by training count (0 = most images{binned})", row=2, col=1)
+    return _layout(fig, f"Per-class Δ vs {reference} (mean paired difference over seeds, percentage points)",
+                   300 + 30 * len(others))
+
+
+def confusion_figure(row: dict) -> go.Figure:
+    """Where each group's test images go: true many/medium/few (rows) -> predicted group (columns), in %."""
+    names = ("many", "medium", "few")
+    z = [[row.get(f"confusion_{t}_to_{p}") for p in names] for t in names]
+    if all(v is None or v != v for r in z for v in r):
+        return empty_figure("no group confusion in this store (written before the diagnostics were recorded)")
+    pct = [[None if v is None or v != v else 100 * v for v in r] for r in z]
+    fig = go.Figure(go.Heatmap(z=pct, x=[f"→ {p}" for p in names], y=list(names), colorscale="Blues", zmin=0,
+                               zmax=100, text=[[("-" if v is None else f"{v:.1f}%") for v in r] for r in pct],
+                               texttemplate="%{text}", hovertemplate="true %{y} %{x}: %{z:.1f}%<extra></extra>",
+                               colorbar={"title": {"text": "%"}}))
+    fig.update_yaxes(autorange="reversed", title_text="true group")
+    fig.update_xaxes(title_text="predicted group", side="bottom")
+    return _layout(fig, "Group confusion (share of each true group's test images)", 330)
+
+
+def weight_norm_figure(per_class: pd.DataFrame) -> go.Figure:
+    """Each class's classifier weight norm against its training count (log axis)."""
+    if per_class.empty or per_class["weight_norm"].isna().all():
+        return empty_figure("no weight norms in this store (written before the diagnostics were recorded)")
+    fig = go.Figure(go.Scatter(x=per_class["train_count"], y=per_class["weight_norm"], mode="markers",
+                               text=per_class["class_name"], marker={"size": 6, "color": "#6c8ebf", "opacity": 0.7},
+                               hovertemplate="class %{text}<br>train count %{x}<br>‖w‖ %{y:.3f}<extra></extra>"))
+    fig.update_xaxes(type="log", title_text="training count")
+    fig.update_yaxes(title_text="classifier weight norm ‖w‖")
+    return _layout(fig, "Classifier weight norm vs training count", 330)
+
+
+def posthoc_figure(row: dict) -> go.Figure:
+    """Plain, logit-adjusted and τ-normalised accuracy (overall, balanced, few) from the same logits."""
+    kinds = [("plain", ""), ("logit adjustment", "la_"), ("τ-normalisation", "taunorm_")]
+    metrics = [("overall", "acc"), ("balanced", "balanced_acc"), ("few", "few_acc")]
+    if all(row.get(f"la_{m}") is None or row.get(f"la_{m}") != row.get(f"la_{m}") for _, m in metrics):
+        return empty_figure("no post-hoc accuracies in this store (written before the diagnostics were recorded)")
+    fig = go.Figure()
+    for (name, prefix), color in zip(kinds, ("#7f7f7f", "#2ca02c", "#9467bd"), strict=True):
+        ys = [row.get(f"{prefix}{m}") for _, m in metrics]
+        ys = [None if v is None or v != v else 100 * v for v in ys]
+        fig.add_trace(go.Bar(x=[n for n, _ in metrics], y=ys, name=name, marker_color=color,
+                             text=[None if v is None else f"{v:.1f}" for v in ys], textposition="outside",
+                             hovertemplate=f"{name} %{{x}}: %{{y:.1f}}%<extra></extra>"))
+    fig.update_yaxes(title_text="accuracy %", range=[0, 110])
+    return _layout(fig, "What post-hoc fixes would give (τ = 1, same logits)", 330, barmode="group",
+                   legend={"orientation": "h", "y": -0.2})
+
+
+def history_figure(hist: pd.DataFrame, metric: str) -> go.Figure:
+    """The objective by trial start, the best so far over completed trials; stopped trials marked ×."""
+    if hist.empty:
+        return empty_figure("no finished trial yet")
+    fig = go.Figure()
+    for status, style in (("completed", {"color": "#1f77b4", "symbol": "circle"}),
+                          ("stopped_early", {"color": "#9aa5b1", "symbol": "x"}),
+                          ("failed", {"color": "#d62728", "symbol": "x-thin-open"}),
+                          ("interrupted", {"color": "#ff9f1c", "symbol": "diamond-open"}),
+                          ("running", {"color": "#2ca02c", "symbol": "circle-open"})):
+        rows = hist[hist["status"] == status]
+        if rows.empty:
+            continue
+        fig.add_trace(go.Scatter(x=rows["order"], y=100 * rows["value"], mode="markers",
+                                 name=status.replace("_", " "), text=rows["trial_id"], marker={"size": 7, **style},
+                                 hovertemplate="%{text}<br>trial #%{x}: %{y:.1f}%<extra></extra>"))
+    fig.add_trace(go.Scatter(x=hist["order"], y=100 * hist["best"], mode="lines", name="best so far (completed)",
+                             line={"color": "#d62728", "shape": "hv"}, hoverinfo="skip"))
+    fig.update_xaxes(title_text="trial, in the order it started")
+    fig.update_yaxes(title_text=f"final {METRIC_LABELS.get(metric, metric)} %")
+    return _layout(fig, "History: objective by trial start", 340, legend={"orientation": "h", "y": -0.25})

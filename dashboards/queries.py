@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from hybridlt.dashboards.groups import hyperparams, normalise_status
 from hybridlt.sweep.results import (
     GROUP_METRICS,
     StoreError,
@@ -26,6 +27,7 @@ from hybridlt.sweep.results import (
     exported_config,
     open_store,
     pareto_front,
+    read_notes,
     read_sweep_doc,
     read_table_file,
     sweep_objective,
@@ -179,7 +181,7 @@ class ResultsCache:
         if running:
             rows = [{"trial_id": t, "status": "running", **trial_summary(self._epoch_rows(t))} for t in running]
             frame = pd.concat([frame, pd.DataFrame(rows)], ignore_index=True)
-        return frame.reset_index(drop=True)
+        return normalise_status(frame.reset_index(drop=True))
 
     def _epoch_rows(self, trial_id: str) -> list[dict]:
         tables = [self._read("epochs", name) for _, name in sorted(self._epoch_index.get(trial_id, {}).items())]
@@ -194,6 +196,37 @@ class ResultsCache:
         if not tables:
             return EPOCH_SCHEMA.empty_table().to_pandas()
         return pa.concat_tables(tables).to_pandas().sort_values(["trial_id", "epoch"], kind="stable")
+
+    def epochs_at(self, trial_ids: list[str], epoch: int) -> pd.DataFrame:
+        """The ``epochs`` row of each trial at ``epoch`` (one file per trial; trials without it left out)."""
+        with self._lock:
+            tables = [self._read("epochs", self._epoch_index[t][epoch]) for t in trial_ids
+                      if epoch in self._epoch_index.get(t, {})]
+        tables = [t for t in tables if t is not None]
+        return (pa.concat_tables(tables) if tables else EPOCH_SCHEMA.empty_table()).to_pandas()
+
+    def per_class_at(self, trial_ids: list[str], epoch: int | None = None) -> dict[str, pa.Table]:
+        """Each trial's ``per_class`` rows at ``epoch`` (its last epoch when None), rank-sorted."""
+        if epoch is None:
+            return self.last_per_class(trial_ids)
+        with self._lock:
+            out = {}
+            for t in trial_ids:
+                name = self._class_index.get(t, {}).get(epoch)
+                data = self._read("per_class", name) if name else None
+                if data is not None and data.num_rows:
+                    out[t] = rank_sorted(data)
+            return out
+
+    def started(self) -> dict[str, int]:
+        """Each trial's start, as the time its first ``epochs`` file was written (ns): the history's order."""
+        with self._lock:
+            listing = self._files.get("epochs", {})
+            return {t: listing[e[min(e)]][1] for t, e in self._epoch_index.items() if e and e[min(e)] in listing}
+
+    def notes(self) -> dict[str, dict]:
+        """Notes and tags per trial (``notes/<trial_id>.json``), read afresh: a save shows at once."""
+        return read_notes(self.root) if self.root is not None else {}
 
     def last_per_class(self, trial_ids: list[str] | None = None) -> dict[str, pa.Table]:
         """Each trial's ``per_class`` rows at its last reported epoch, sorted by training count (rank order)."""
@@ -317,28 +350,6 @@ def class_curves(per_class: dict[str, pa.Table], trial_ids: list[str], max_bins:
                          "accuracy": m.acc.ravel(), "train_count": np.tile(m.counts, t)})
 
 
-def group_accuracy(trials: pd.DataFrame, trial_ids: list[str], stage: str = "final") -> pd.DataFrame:
-    """Long frame ``trial_id, group, accuracy`` (many / medium / few) for the given trials, in that order."""
-    sub = trials.set_index("trial_id").reindex([t for t in trial_ids if t in set(trials["trial_id"])])
-    rows = [{"trial_id": t, "group": g, "accuracy": sub.at[t, f"{stage}_{g}_acc"]} for t in sub.index for g in GROUPS]
-    return pd.DataFrame(rows, columns=["trial_id", "group", "accuracy"])
-
-
-def is_ablation(trials: pd.DataFrame) -> bool:
-    """An ablation's trials carry ``param.variant`` and ``param.seed``."""
-    return {"param.variant", "param.seed"} <= set(trials.columns)
-
-
-def variant_accuracy(trials: pd.DataFrame, stage: str = "final") -> pd.DataFrame:
-    """Per variant and group (many / medium / few / all): mean, std over seeds (0 for one seed) and n."""
-    cols = {g: f"{stage}_{g}_acc" for g in GROUPS} | {"all": f"{stage}_acc"}
-    long = trials.melt(id_vars=["param.variant"], value_vars=list(cols.values()), var_name="col", value_name="acc")
-    long["group"] = long["col"].map({v: k for k, v in cols.items()})
-    out = long.groupby(["param.variant", "group"], sort=False)["acc"].agg(["mean", "std", "count"]).reset_index()
-    out["std"] = out["std"].fillna(0.0)
-    return out.rename(columns={"param.variant": "variant", "count": "n"})
-
-
 def pareto_points(trials: pd.DataFrame, metrics: list[str], modes: list[str],
                   front_ids: set[str] | None = None) -> pd.DataFrame:
     """``trial_id, x, y, on_front`` for the first two objectives; the front from ``pareto.parquet`` or computed."""
@@ -379,7 +390,7 @@ def importance_study(trials: pd.DataFrame, metric: str, mode: str = "max"):
     import optuna
 
     trials = finished_trials(trials)
-    params = param_columns(trials)
+    params = hyperparams(param_columns(trials))
     dists = _distributions(trials, params)
     study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
     col = f"final_{metric}"
@@ -403,7 +414,7 @@ def param_importance(trials: pd.DataFrame, metric: str, mode: str = "max") -> tu
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = importance_study(trials, metric, mode)
     n = len(study.trials)
-    if n < 2 or not param_columns(finished_trials(trials)):
+    if n < 2 or not hyperparams(param_columns(finished_trials(trials))):
         raise ValueError(f"parameter importance needs 2 or more complete trials with a varying parameter "
                          f"(have {n} with final {metric})")
     evaluators = [("mean decrease impurity", optuna.importance.MeanDecreaseImpurityImportanceEvaluator(seed=0))]

@@ -170,6 +170,10 @@ def cmd_sweep(args) -> int:
                                 f"best trial {best['trial_id']}: test accuracy (%)"))
     results = f"{spec.storage.rstrip('/')}/{spec.name}/results"
     console.print(f"sweep wall time {seconds:.0f}s; results: {results}")
+    if spec.search.algorithm != "grid":
+        from hybridlt.sweep.study import hide_password, study_url
+
+        console.print(f"optuna study {spec.name!r}: optuna-dashboard {hide_password(study_url(spec))}", highlight=False)
     console.print(f"next: hybridlt export-best {results} -o best.yaml && hybridlt train --config best.yaml")
     return 0
 
@@ -276,8 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
     ablate.set_defaults(func=cmd_ablate)
 
-    dash = sub.add_parser("dashboard", help="serve the Dash app over a results store")
-    dash.add_argument("results", help="the sweep's results folder (or the sweep folder)")
+    dash = sub.add_parser("dashboard", help="serve the Dash app over one results store or several side by side")
+    dash.add_argument("results", nargs="+", help="results folders (or sweep folders); several: side by side")
     dash.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
     dash.add_argument("--port", type=int, default=8050)
     dash.add_argument("--refresh", type=float, default=5.0, help="seconds between looks for new trials")

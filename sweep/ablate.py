@@ -18,10 +18,12 @@ import yaml
 from pydantic import Field, model_validator
 
 from hybridlt.sweep.config import ConfigError, Name, RunConfig, Seed, apply_overrides, validate_run_config
-from hybridlt.sweep.metrics import METRICS
-from hybridlt.sweep.results import GROUP_METRICS, open_store, read_dataset
+from hybridlt.sweep.paired import ablation_report
+from hybridlt.sweep.results import open_store, read_dataset
 from hybridlt.sweep.spec import Resources, Strict, SweepSpec, read_spec
 from hybridlt.sweep.store import Location, write_text_atomic
+
+__all__ = ["AblationSpec", "ablation_report", "report_cells", "report_markdown"]  # the statistics: sweep.paired
 
 
 class AblationSpec(Strict):
@@ -75,53 +77,6 @@ def run_ablation(spec: AblationSpec, base: RunConfig, resume: bool = False, addr
     trials, seconds = run_sweep(sweep, base, resume, address, show, num_cpus, variants=spec.variants, param_space=grid)
     write_text_atomic(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), root / "ablation.yaml")
     return trials, seconds
-
-
-def _t_quantile(df: int) -> float:
-    from scipy import stats
-
-    return float(stats.t.ppf(0.975, df))
-
-
-def _paired_p(a: list[float], b: list[float]) -> float | None:
-    if len(a) < 2:
-        return None
-    from scipy import stats
-
-    diffs = [x - y for x, y in zip(a, b, strict=True)]
-    if all(d == diffs[0] for d in diffs):
-        return 1.0 if diffs[0] == 0 else 0.0  # no spread: identical, or a constant shift
-    return float(stats.ttest_rel(a, b).pvalue)
-
-
-def ablation_report(trials: list[dict], variants: list[str], reference: str,
-                    metrics: tuple[str, ...] = GROUP_METRICS) -> list[dict]:
-    """One row per variant and metric: n, mean, std, 95% CI, and the paired test against ``reference``.
-
-    Accuracies in %; only completed trials count; seeds pair by ``param.seed``.
-    """
-    done = [t for t in trials if t["status"] == "completed"]
-    by_variant = {v: {t["param.seed"]: t for t in done if t["param.variant"] == v} for v in variants}
-    rows = []
-    for variant in variants:
-        for metric in metrics:
-            key = f"final_{metric}"
-            values = {s: 100 * t[key] for s, t in by_variant[variant].items() if t.get(key) is not None}
-            n = len(values)
-            mean = sum(values.values()) / n if n else math.nan
-            std = math.sqrt(sum((v - mean) ** 2 for v in values.values()) / (n - 1)) if n > 1 else math.nan
-            half = _t_quantile(n - 1) * std / math.sqrt(n) if n > 1 else math.nan
-            label = METRICS[metric].label if metric in METRICS else metric
-            row = {"variant": variant, "metric": label, "n": n, "mean": mean, "std": std,
-                   "ci95_low": mean - half, "ci95_high": mean + half, "diff_vs_ref": None, "p_paired": None}
-            if variant != reference:
-                ref = {s: 100 * t[key] for s, t in by_variant.get(reference, {}).items() if t.get(key) is not None}
-                common = sorted(set(values) & set(ref))
-                if common:
-                    row["diff_vs_ref"] = sum(values[s] - ref[s] for s in common) / len(common)
-                    row["p_paired"] = _paired_p([values[s] for s in common], [ref[s] for s in common])
-            rows.append(row)
-    return rows
 
 
 def _fmt(x, digits=2) -> str:

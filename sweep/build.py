@@ -13,7 +13,7 @@ from hybridlt.data.dataset import DATASETS
 from hybridlt.data.long_tail import class_counts, shot_groups
 from hybridlt.data.samplers import create_sampler
 from hybridlt.model.curriculum import Curriculum
-from hybridlt.model.evaluate import accuracy_report, count_correct
+from hybridlt.model.evaluate import accuracy_report, count_eval, diagnostics_report
 from hybridlt.model.hybrid import HybridObjective, create_hybrid_net
 from hybridlt.model.losses import build_classifier_loss, build_contrastive_loss, default_head
 from hybridlt.model.optim import build_optimizer, build_scheduler
@@ -92,8 +92,9 @@ def build_run(cfg: RunConfig, rank: int = 0, world_size: int = 1, device: torch.
     amp_dtype = torch.bfloat16 if cfg.train.amp and device.type == "cuda" else None
 
     def evaluate(net):
-        correct, total = count_correct(net, batches(), data.num_classes, device, amp_dtype)
-        return accuracy_report(correct.tolist(), total.tolist(), groups)
+        sums = count_eval(net, batches(), data.num_classes, device, amp_dtype, counts, groups)
+        report = accuracy_report(sums.correct.tolist(), sums.total.tolist(), groups)
+        return report | diagnostics_report(sums, groups)
 
     trainer = Trainer(objective, optimizer, scheduler, streams, curriculum, evaluate, cfg.train.epochs, device,
                       amp=cfg.train.amp, checkpoint_every=cfg.train.checkpoint_every)

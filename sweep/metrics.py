@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+GROUP_ORDER = ("many", "medium", "few")
+
 
 @dataclass(frozen=True)
 class Metric:
@@ -42,9 +44,27 @@ CATALOGUE: tuple[Metric, ...] = (
     Metric("eval_time_s", "eval time", "s", "time", "min", False, "evaluation seconds of the epoch"),
     Metric("images_per_s", "images/s", "img/s", "time", "max", False, "training images per second"),
     Metric("data_wait_s", "data wait", "s", "time", "min", False, "seconds the steps waited for batches"),
+    # long-tail diagnostics, from the same evaluation logits (model.evaluate.diagnostics_report)
+    Metric("la_acc", "logit-adjusted", "%", "diagnostic", "max", False,
+           "overall accuracy of logits - log(train prior) (post-hoc logit adjustment, tau=1)"),
+    Metric("la_balanced_acc", "logit-adjusted balanced", "%", "diagnostic", "max", False,
+           "balanced accuracy after post-hoc logit adjustment"),
+    Metric("la_few_acc", "logit-adjusted few", "%", "diagnostic", "max", False,
+           "few-shot accuracy after post-hoc logit adjustment"),
+    Metric("taunorm_acc", "tau-normalised", "%", "diagnostic", "max", False,
+           "overall accuracy with each classifier weight divided by its norm (tau=1, bias left out)"),
+    Metric("taunorm_balanced_acc", "tau-normalised balanced", "%", "diagnostic", "max", False,
+           "balanced accuracy of the tau-normalised classifier"),
+    Metric("taunorm_few_acc", "tau-normalised few", "%", "diagnostic", "max", False,
+           "few-shot accuracy of the tau-normalised classifier"),
+    *[Metric(f"confusion_{t}_to_{p}", f"{t} → {p}", "%", "confusion", None, False,
+             f"share of the {t}-shot classes' test images predicted as a {p}-shot class")
+      for t in GROUP_ORDER for p in GROUP_ORDER],
 )
 METRICS: dict[str, Metric] = {m.name: m for m in CATALOGUE}
 
+DIAGNOSTIC_METRICS = tuple(m.name for m in CATALOGUE if m.group == "diagnostic")
+CONFUSION_METRICS = tuple(m.name for m in CATALOGUE if m.group == "confusion")
 ACCURACY_METRICS = tuple(m.name for m in CATALOGUE if m.group == "accuracy")  # overall, balanced, many, medium, few
 FINAL_METRICS = tuple(m.name for m in CATALOGUE if m.final)  # trials' final_/best_ columns; valid objectives
 EPOCH_METRICS = tuple(m.name for m in CATALOGUE)  # the epochs table's metric columns, in order

@@ -9,7 +9,9 @@ non-dominated trials of a multi-objective sweep. Readable with pyarrow, pandas o
 
 from __future__ import annotations
 
+import json
 import math
+import time
 import warnings
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from hybridlt.errors import InputError, OutputExistsError
 from hybridlt.sweep.metrics import ACCURACY_METRICS, FINAL_METRICS, METRICS
 from hybridlt.sweep.store import (
     EPOCH_SCHEMA,
+    NOTES_DIR,
     PER_CLASS_SCHEMA,
     SCHEMA_VERSION,
     SWEEP_YAML,
@@ -28,6 +31,7 @@ from hybridlt.sweep.store import (
     epoch_file,
     epoch_table,
     list_parquet,
+    note_file,
     per_class_table,
     trial_file,
     write_table_atomic,
@@ -156,6 +160,28 @@ def read_sweep_doc(root: Location) -> dict:
         raise StoreError(f"{loc}: schema_version {version!r} was written by a newer hybridlt; this one reads "
                          f"schema versions 1 .. {SCHEMA_VERSION}: upgrade hybridlt to read it")
     return doc or {}
+
+
+def write_note(root, trial_id: str, note: str, tags: list[str]) -> dict:
+    """Save a trial's note and tags as ``notes/<trial_id>.json``, atomically (a reader sees the old or the new)."""
+    if not trial_id or "/" in trial_id or trial_id.startswith("."):
+        raise StoreError(f"trial_id: {trial_id!r} is not a trial of this store")
+    doc = {"trial_id": trial_id, "note": note.strip(), "tags": sorted({t.strip() for t in tags if t.strip()}),
+           "saved": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    note_file(Location.of(root), trial_id).write_bytes(json.dumps(doc, indent=1).encode())
+    return doc
+
+
+def read_notes(root) -> dict[str, dict]:
+    """Every trial's note and tags, by trial id; an unreadable file is skipped with a warning."""
+    out = {}
+    for loc in (Location.of(root) / NOTES_DIR).files(".json"):
+        try:
+            doc = json.loads(loc.read_bytes())
+            out[str(doc["trial_id"])] = {"note": str(doc.get("note", "")), "tags": list(doc.get("tags") or [])}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            warnings.warn(f"results store: skipping {loc}: not a note file ({exc})", stacklevel=2)
+    return out
 
 
 def has_trial_row(root, trial_id: str) -> bool:

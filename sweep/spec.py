@@ -15,7 +15,7 @@ import copy
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
 
 from hybridlt.sweep.config import (
     MISSING,
@@ -109,6 +109,38 @@ class Objective(Strict):
 class Search(Strict):
     algorithm: Literal[SEARCH_ALGORITHMS.names()] = "tpe"  # type: ignore[valid-type]
     seed: Seed = 0
+    storage: str | None = Field(None, description="the Optuna study's database: an SQLAlchemy URL "
+                                                  "(default: an SQLite file, see sweep/study.py)")
+
+    @field_validator("storage")
+    @classmethod
+    def _url(cls, value):
+        if value is None:
+            return value
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            make_url(value)
+        except ArgumentError:
+            raise ValueError(f"{value!r} is not an SQLAlchemy database URL (e.g. sqlite:///path/optuna.db "
+                             f"or postgresql://user@host/db)") from None
+        return value
+
+    @field_serializer("storage")
+    def _hide_password(self, value):  # sweep.yaml records the URL, never a password in it
+        from sqlalchemy.engine import make_url
+
+        return None if value is None else make_url(value).render_as_string(hide_password=True)
+
+
+class Tracking(Strict):
+    """Experiment trackers, all off by default, wired as Ray Tune logger callbacks (sweep/tracking.py)."""
+
+    mlflow: str | None = Field(None, description="an MLflow tracking URI (http://host:5000, a folder, ...)")
+    tensorboard: bool = Field(False, description="TensorBoard event files in each trial's folder")
+    wandb: Literal["off", "offline", "online"] = "off"
+    project: str | None = Field(None, description="MLflow experiment / W&B project (default: the sweep name)")
 
 
 class Scheduler(Strict):
@@ -136,6 +168,7 @@ class SweepSpec(Strict):
     search: Search = Search()
     scheduler: Scheduler = Scheduler()
     resources: Resources = Resources()
+    tracking: Tracking = Tracking()
     trials: int = Field(16, ge=1, description="trials to run (grid: repeats of the whole grid)")
     concurrency: int | None = Field(None, ge=1, description="default: as many as the resources allow")
     time_budget_s: float | None = Field(None, gt=0)

@@ -25,10 +25,14 @@ SCHEMA_VERSION = 1
 
 EPOCH_SCHEMA = pa.schema([("trial_id", pa.string()), ("epoch", pa.int32()),
                           *[(name, pa.float64()) for name in EPOCH_METRICS]])
+# per-class diagnostics (model.evaluate.diagnostics_report); stores written before them read null
+DIAGNOSTIC_CLASS_COLUMNS = {"weight_norm": "per_class_weight_norm", "la_accuracy": "per_class_la_acc",
+                            "taunorm_accuracy": "per_class_taunorm_acc"}  # column -> metrics key
 
 PER_CLASS_SCHEMA = pa.schema([
     ("trial_id", pa.string()), ("epoch", pa.int32()), ("class_index", pa.int32()),
     ("class_name", pa.string()), ("train_count", pa.int64()), ("accuracy", pa.float64()),
+    *[(name, pa.float64()) for name in DIAGNOSTIC_CLASS_COLUMNS],
 ])
 
 
@@ -38,6 +42,7 @@ PER_CLASS_SCHEMA = pa.schema([
 #   per_class/<trial_id>-epoch-NNNN.parquet      one row per class, trial and epoch
 #   sweep.yaml                                   the spec, the resolved base config, parameter types
 #   pareto.parquet                               the non-dominated trials of a multi-objective sweep
+#   notes/<trial_id>.json                        a person's note and tags on a trial (the dashboard's)
 TABLE_NAMES = ("trials", "epochs", "per_class")
 SWEEP_YAML = "sweep.yaml"
 PARETO_FILE = "pareto.parquet"
@@ -46,6 +51,13 @@ EPOCH_FILE = re.compile(r"^(?P<trial>.+)-epoch-(?P<epoch>\d+)\.parquet$")
 
 def trial_file(root: Location, trial_id: str) -> Location:
     return root / "trials" / f"{trial_id}.parquet"
+
+
+NOTES_DIR = "notes"
+
+
+def note_file(root: Location, trial_id: str) -> Location:
+    return root / NOTES_DIR / f"{trial_id}.json"
 
 
 def epoch_file(root: Location, table: str, trial_id: str, epoch: int) -> Location:
@@ -90,6 +102,7 @@ def per_class_table(trial_id: str, metrics: dict, class_names: Sequence[str],
         "trial_id": [trial_id] * n, "epoch": [metrics["epoch"]] * n, "class_index": list(range(n)),
         "class_name": list(class_names), "train_count": list(train_counts),
         "accuracy": [_clean(a) for a in acc],
+        **{col: [_clean(v) for v in metrics.get(key) or [None] * n] for col, key in DIAGNOSTIC_CLASS_COLUMNS.items()},
     }, schema=PER_CLASS_SCHEMA)
 
 

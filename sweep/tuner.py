@@ -263,10 +263,17 @@ def run_sweep(spec: SweepSpec, base, resume: bool = False, address: str | None =
                 if isinstance(cb, StoreCallback):
                     cb.show, cb.total = show, callback.total
     else:
-        tuner = _new_tuner(spec, base, trainable, [callback, *(callbacks or [])], concurrency, storage, param_space)
+        from hybridlt.sweep.tracking import tracker_callbacks  # MLflow / TensorBoard / W&B, when asked for
+
+        tuner = _new_tuner(spec, base, trainable, [callback, *tracker_callbacks(spec, root), *(callbacks or [])],
+                           concurrency, storage, param_space)
     started = time.time()
     grid = tuner.fit()
     _reconcile(grid, callback)
+    if spec.search.algorithm != "grid" and not param_space:
+        from hybridlt.sweep.study import close_orphans
+
+        close_orphans(spec)
     if len(spec.objective.metrics) > 1:
         _write_pareto(spec, root)
     trials = read_dataset(root, "trials")
@@ -290,12 +297,11 @@ def _new_tuner(spec, base, trainable, callbacks, concurrency, storage, param_spa
             space[path] = tune.grid_search(list(p.values))
         search_alg, num_samples = None, spec.trials
     else:
-        from ray.tune.search.optuna import OptunaSearch
+        from hybridlt.sweep.study import make_searcher
 
         multi = len(metrics) > 1
-        search = OptunaSearch(space=DefineByRun(spec, base.model_dump(mode="json")),
-                              metric=metrics if multi else metrics[0], mode=modes if multi else modes[0],
-                              sampler=sampler)
+        search = make_searcher(spec, DefineByRun(spec, base.model_dump(mode="json")),  # the study in a database
+                               metrics if multi else metrics[0], modes if multi else modes[0], sampler)
         search_alg, space, num_samples = ConcurrencyLimiter(search, max_concurrent=concurrency), None, spec.trials
     tune_config = tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
                                   max_concurrent_trials=None if search_alg else concurrency,

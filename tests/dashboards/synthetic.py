@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from hybridlt.data.long_tail import long_tail_counts, shot_groups
+from hybridlt.sweep.metrics import GROUP_ORDER
 from hybridlt.sweep.results import GROUP_METRICS, ResultsWriter, param_type, pareto_front, trials_schema
 from hybridlt.sweep.store import EPOCH_SCHEMA, PER_CLASS_SCHEMA, Location, write_table_atomic
 
@@ -89,8 +90,9 @@ def _plan(n_trials: int, space: dict, ablation: tuple[list[str], int] | None, rn
     if ablation:
         variants, seeds = ablation
         params = [{"variant": v, "seed": s} for v in variants for s in range(seeds)]
-        scores = [0.8 - 0.4 * variants.index(p["variant"]) / max(1, len(variants) - 1) + rng.normal(0, 0.1)
-                  for p in params]
+        seed_effect = rng.normal(0, 0.1, seeds)  # a seed's data order helps or hurts every variant alike
+        scores = [0.8 - 0.4 * variants.index(p["variant"]) / max(1, len(variants) - 1) + seed_effect[p["seed"]]
+                  + rng.normal(0, 0.03) for p in params]
     else:
         params = [sample_params(space, rng) for _ in range(n_trials)]
         scores = [quality(p, space) + rng.normal(0, 0.15) for p in params]
@@ -122,6 +124,26 @@ def _epoch_row(trial: SyntheticTrial, epoch: int, n_epochs: int, acc: np.ndarray
     return row
 
 
+def _diagnostics(acc: np.ndarray, z: np.ndarray, groups: dict, rng) -> tuple[dict, dict]:
+    """Per-class columns and epoch-row values of the long-tail diagnostics: weight norms growing with
+    training count, logit adjustment and τ-norm trading head accuracy for tail accuracy."""
+    per_class = {"weight_norm": 0.6 + 0.8 * z + rng.normal(0, 0.02, z.shape),
+                 "la_accuracy": np.clip(acc + 0.12 * (0.6 - z), 0, 1),
+                 "taunorm_accuracy": np.clip(acc + 0.08 * (0.6 - z), 0, 1)}
+    row = {}
+    for prefix, key in (("la", "la_accuracy"), ("taunorm", "taunorm_accuracy")):
+        a = per_class[key]
+        row |= {f"{prefix}_acc": float(a.mean()), f"{prefix}_balanced_acc": float(a.mean()),
+                f"{prefix}_few_acc": float(a[groups["few"]].mean()) if len(groups["few"]) else None}
+    for i, true in enumerate(GROUP_ORDER):
+        right = float(acc[groups[true]].mean()) if len(groups[true]) else 0.0
+        wrong = (1 - right) * np.array([0.7, 0.2, 0.1] if i else [0.0, 0.7, 0.3])  # errors go to the head
+        for j, predicted in enumerate(GROUP_ORDER):
+            row[f"confusion_{true}_to_{predicted}"] = right if i == j else float(wrong[j] / max(wrong.sum(), 1e-9)
+                                                                                  * (1 - right))
+    return per_class, row
+
+
 def _write_trial_files(root: str, trial: SyntheticTrial, n_epochs: int, counts: np.ndarray, seed: int) -> list[dict]:
     """Writes one trial's ``epochs`` and ``per_class`` files; returns its epoch rows."""
     rng = np.random.default_rng([seed, int(trial.trial_id, 16)])
@@ -132,12 +154,14 @@ def _write_trial_files(root: str, trial: SyntheticTrial, n_epochs: int, counts: 
     rows = []
     for epoch in range(1, trial.epochs_done + 1):
         acc = _per_class_acc(trial, epoch, n_epochs, z, rng)
-        rows.append(_epoch_row(trial, epoch, n_epochs, acc, groups, rng))
+        diag, diag_row = _diagnostics(acc, z, groups, rng)
+        rows.append(_epoch_row(trial, epoch, n_epochs, acc, groups, rng) | diag_row)
         name = f"{trial.trial_id}-epoch-{epoch:04d}.parquet"
         pq.write_table(pa.Table.from_pylist([rows[-1]], schema=EPOCH_SCHEMA), f"{root}/epochs/{name}")
         table = pa.table({"trial_id": pa.array([trial.trial_id] * n), "epoch": pa.array(np.full(n, epoch, np.int32)),
                           "class_index": pa.array(np.arange(n, dtype=np.int32)), "class_name": names,
-                          "train_count": pa.array(counts.astype(np.int64)), "accuracy": pa.array(acc)},
+                          "train_count": pa.array(counts.astype(np.int64)), "accuracy": pa.array(acc),
+                          **{k: pa.array(v) for k, v in diag.items()}},
                          schema=PER_CLASS_SCHEMA)
         pq.write_table(table, f"{root}/per_class/{name}")
     return rows

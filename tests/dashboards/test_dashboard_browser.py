@@ -10,9 +10,10 @@ import threading
 from pathlib import Path
 
 import pytest
-from dashstores import trained_store
+from dashstores import known_store, trained_store
 
 from hybridlt.dashboards.app import GRAPHS, create_app
+from tests.dashboards.synthetic import write_synthetic_store
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if not os.environ.get("CI"):  # in CI it must run: .ci/run installs chromium
@@ -33,14 +34,19 @@ SNAPSHOT = """ids => Object.fromEntries(ids.map(id => {
     dims: t.dimensions && t.dimensions.map(d => d.values)}))})]; }))"""
 
 
+def _serve(results):
+    from werkzeug.serving import make_server
+
+    srv = make_server("127.0.0.1", 0, create_app(results, refresh_s=1.0).server, threaded=True)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    return srv, thread
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     store = trained_store(tmp_path_factory.mktemp("tiny"))
-    from werkzeug.serving import make_server
-
-    srv = make_server("127.0.0.1", 0, create_app(store, refresh_s=1.0).server, threaded=True)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
+    srv, thread = _serve(store)
     yield f"http://127.0.0.1:{srv.server_port}/", store
     srv.shutdown()
     thread.join(5)
@@ -74,15 +80,17 @@ def test_select_trials_switch_metric_charts_change(server, tmp_path):
         page.wait_for_function(RENDERED, arg=list(GRAPHS), timeout=60_000)
         page.wait_for_function("() => document.querySelector('#config-yaml').textContent.includes('-best')")
         first = page.evaluate(SNAPSHOT, list(GRAPHS))
-        assert len(_trace_x(page, "groups")) == 4  # all four trials selected (the best five by default)
+        # the best groups' trials are selected by default; the trial stopped early is listed, not selected
+        assert len(_trace_x(page, "groups")) == 3
         assert "Traceback" not in page.content()
 
         # untick two trials: the per-trial charts follow, the rest stay
         boxes = page.locator("#trials input[type=checkbox]")
         boxes.nth(0).click()
         boxes.nth(1).click()
-        page.wait_for_function("() => document.querySelector('#groups .js-plotly-plot').data[0].x.length === 2")
-        page.wait_for_function("() => document.querySelectorAll('#curves .js-plotly-plot .legendtext').length === 2")
+        page.wait_for_function("() => document.querySelector('#groups .js-plotly-plot').data[0].x.length === 1")
+        page.wait_for_function("() => document.querySelector('#curves .js-plotly-plot').data"
+                               ".filter(t => t.name).length === 1")  # one group's curve (a legend needs two)
         picked = page.evaluate(SNAPSHOT, list(GRAPHS))
         for graph in ("groups", "class-rank", "curves", "heatmap"):
             assert picked[graph] != first[graph], graph
@@ -98,7 +106,9 @@ def test_select_trials_switch_metric_charts_change(server, tmp_path):
         switched = page.evaluate(SNAPSHOT, list(GRAPHS))
         for graph in ("parallel", "importance", "slices", "curves", "heatmap"):
             assert switched[graph] != picked[graph], graph
-        assert json.loads(switched["groups"])["data"] == json.loads(picked["groups"])["data"]
+        # the head/medium/tail bars do not depend on the metric (only their order may: best group first)
+        bars = [sorted(json.loads(snap["groups"])["data"][0]["x"]) for snap in (switched, picked)]
+        assert bars[0] == bars[1]
 
         page.get_by_label("interactive", exact=False).check()
         page.wait_for_function("() => document.querySelector('#parallel .js-plotly-plot').data[0].type"
@@ -122,3 +132,49 @@ def test_select_trials_switch_metric_charts_change(server, tmp_path):
     record = os.environ.get("HYBRIDLT_SAVE_SCREENSHOT")  # e.g. bench/results/dashboard_screenshot.png
     if record:
         shutil.copyfile(shot, record)
+
+
+def test_ablation_seeds_paired_view_note_after_reload_and_two_stores(tmp_path):
+    """An ablation store (3 variants x 3 seeds) beside a second store: bars per variant, the paired table,
+    a note that survives a reload, and both stores side by side."""
+    abl = write_synthetic_store(tmp_path / "abl", n_classes=12, n_epochs=3, ablation=(["base", "psc", "mpsc"], 3),
+                                stopped=0.0)
+    other = known_store(tmp_path / "other")
+    srv, thread = _serve([abl.path, other.path])
+    url = f"http://127.0.0.1:{srv.server_port}/"
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 720})
+            errors = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(url)
+            page.wait_for_function(RENDERED, arg=list(GRAPHS), timeout=60_000)
+            # seeds grouped: one bar per variant, with 95% CI error bars over its 3 seeds
+            groups = page.evaluate("() => document.querySelector('#groups .js-plotly-plot').data[0]")
+            assert sorted(groups["x"]) == ["base", "mpsc", "psc"] and len(groups["error_y"]["array"]) == 3
+            # the paired view: Δ, its CI and p of psc and mpsc against base, per metric
+            page.locator("#paired-table").get_by_text("base (reference)").first.wait_for(timeout=10_000)
+            cells = page.evaluate("() => Array.from(document.querySelectorAll('#paired-table td')).map(c => "
+                                  "c.textContent)")
+            assert cells.count("base (reference)") == 5 and cells.count("psc") == 5 and cells.count("mpsc") == 5
+            # both stores side by side
+            for k in (0, 1):
+                page.wait_for_function(f"() => document.querySelector('#store-{k}-groups .js-plotly-plot')"
+                                       ".data.length === 4")
+            # a note, saved, then the page reloaded: it is still there (it lives in the store)
+            page.fill("#note-text", "seed 2 looked odd")
+            page.fill("#note-tags", "check, tail")
+            page.click("#note-save")
+            page.wait_for_function("() => document.querySelector('#note-status').textContent.includes('saved')")
+            page.reload()
+            page.wait_for_function(RENDERED, arg=list(GRAPHS), timeout=60_000)
+            assert page.input_value("#note-text") == "seed 2 looked odd"
+            page.locator("#trials").get_by_text("#check #tail seed 2 looked odd").wait_for(timeout=10_000)
+            shot = tmp_path / "ablation.png"
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 50_000 and not errors, errors
+            browser.close()
+    finally:
+        srv.shutdown()
+        thread.join(5)

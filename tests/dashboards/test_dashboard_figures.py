@@ -33,7 +33,7 @@ def test_heatmap_shows_the_matrix_under_the_count_profile(matrix):
     assert isinstance(bars, go.Bar) and list(bars.y) == [100.0, 10.0]
     assert isinstance(heat, go.Heatmap) and list(heat.y) == ["t2", "▶ t1"]
     np.testing.assert_allclose(np.asarray(heat.z, dtype=float), 100 * matrix.acc)
-    assert "2 of 5 trials" in fig.layout.title.text and fig.layout.yaxis.type == "log"
+    assert "2 of 5 groups" in fig.layout.title.text and fig.layout.yaxis.type == "log"
 
 
 def test_heatmap_of_binned_classes_says_so(matrix):
@@ -47,26 +47,8 @@ def test_class_rank_lines_per_trial_with_group_marks():
                            "rank": [0.0, 1.0, 0.0, 1.0], "accuracy": [0.9, 0.1, 0.8, 0.3],
                            "train_count": [100, 5, 100, 5]})
     fig = fg.class_rank_figure(curves, {"a": "red", "b": "blue"}, [(0.5, "few →")], binned=False)
-    assert [t.name for t in fig.data] == ["a", "b"] and list(fig.data[1].y) == [0.8, 0.3]
+    assert [t.name for t in fig.data] == ["a", "b"] and list(fig.data[1].y) == pytest.approx([80, 30])  # percent
     assert fig.data[0].line.color == "red" and fig.layout.shapes[0].x0 == 0.5
-
-
-def test_group_bars_one_trace_per_group():
-    groups = pd.DataFrame({"trial_id": ["t1"] * 3 + ["t2"] * 3, "group": ["many", "medium", "few"] * 2,
-                           "accuracy": [0.9, 0.5, 0.1, 0.8, 0.6, None]})
-    fig = fg.group_bars_figure(groups)
-    assert [t.name for t in fig.data] == ["many", "medium", "few"] and fig.layout.barmode == "group"
-    assert list(fig.data[2].x) == ["t1", "t2"] and list(fig.data[2].y)[0] == 0.1
-    assert list(fig.data[2].text) == ["10", None]
-
-
-def test_variant_bars_have_error_bars_over_seeds():
-    stats = pd.DataFrame({"variant": ["full", "full", "full", "full", "solo", "solo", "solo", "solo"],
-                          "group": ["many", "medium", "few", "all"] * 2, "mean": [0.9, 0.6, 0.3, 0.6] * 2,
-                          "std": [0.01, 0.02, 0.03, 0.04, 0.0, 0.0, 0.0, 0.0], "n": [3] * 4 + [1] * 4})
-    fig = fg.variant_bars_figure(stats)
-    assert [t.name for t in fig.data] == ["many", "medium", "few", "all"]
-    assert list(fig.data[2].error_y.array) == [0.03, 0.0] and list(fig.data[2].x) == ["full", "solo"]
 
 
 def test_parallel_coordinates_encode_categories_logs_and_missing(trials):
@@ -74,7 +56,7 @@ def test_parallel_coordinates_encode_categories_logs_and_missing(trials):
     fig = fg.parallel_figure(trials, params, "acc", interactive=True)
     dims = fig.data[0].dimensions
     assert [d.label for d in dims] == ["loss.contrastive", "loss.temperature (log)", "loss.prototypes_per_class",
-                                       "final acc"]
+                                       "acc %"]
     # rows by the objective, worst first, so the best lines are drawn last (on top)
     assert list(dims[0].ticktext) == ["n/a", "psc", "sc"] and list(dims[0].values) == [1, 1, -1, 0]
     np.testing.assert_allclose(dims[1].values, np.log10([0.5, 0.01, 1.0, 0.1]))
@@ -93,7 +75,7 @@ def test_static_parallel_lines_one_polyline_per_trial(trials):
     # the objective (last axis) of each line, by the trial named at its vertices
     last = {t.text[i]: float(t.y[i]) for t in lines for i in range(3, len(t.y), 5)}
     assert last == pytest.approx({"t4": 0.0, "t1": 0.6, "t3": 0.8, "t2": 1.0})
-    assert len(fig.layout.shapes) == 4 and "<b>final acc</b>" in {a.text for a in fig.layout.annotations}
+    assert len(fig.layout.shapes) == 4 and "<b>acc %</b>" in {a.text for a in fig.layout.annotations}
     assert {"n/a", "psc", "sc"} <= set(ticks.text)
 
 
@@ -123,13 +105,18 @@ def test_learning_curves_four_panels_one_legend_entry_per_trial():
                            "alpha": [1.0, 0.5, 1.0]})
     fig = fg.curves_figure(epochs, "few_acc", {"a": "red"})
     assert len(fig.data) == 8 and sum(t.showlegend for t in fig.data) == 2
-    assert list(fig.data[0].y) == [0.0, 0.1] and fig.layout.annotations[0].text == "few-shot accuracy"
+    assert list(fig.data[0].y) == pytest.approx([0.0, 10.0]) and fig.layout.annotations[0].text == "few-shot accuracy %"
 
 
 @pytest.mark.parametrize("call", [
     lambda: fg.class_heatmap_figure(q.class_matrix({}, []), [], "acc", 0),
     lambda: fg.class_rank_figure(q.class_curves({}, []), {}, [], False),
-    lambda: fg.group_bars_figure(q.group_accuracy(pd.DataFrame({"trial_id": []}), [])),
+    lambda: fg.group_stats_figure(pd.DataFrame(), ""),
+    lambda: fg.curve_bands_figure(pd.DataFrame(), "acc", {}),
+    lambda: fg.class_delta_figure(pd.DataFrame(), np.zeros(0), "x"),
+    lambda: fg.confusion_figure({}),
+    lambda: fg.posthoc_figure({}),
+    lambda: fg.history_figure(pd.DataFrame(), "acc"),
     lambda: fg.parallel_figure(pd.DataFrame({"trial_id": [], "final_acc": []}), [], "acc"),
     lambda: fg.curves_figure(pd.DataFrame(), "acc", {}),
 ])

@@ -342,3 +342,80 @@ def test_foreign_checkpoints(tmp_path):
 def test_missing_checkpoint(tmp_path):
     error = assert_checkpoint_error(tmp_path / "nowhere" / "ckpt.pt")
     assert "not found" in str(error)
+
+
+# ---------------------------------------------------------------------------------------------
+# long-tail diagnostics: group confusion, weight norms, logit adjustment and τ-norm accuracy
+# ---------------------------------------------------------------------------------------------
+
+
+class LinearOnFeatures(nn.Module):
+    """The images are the features: ``classifier(x.flatten(1))``, a net whose logits are known by hand."""
+
+    def __init__(self, weight, bias):
+        super().__init__()
+        self.classifier = nn.Linear(len(weight[0]), len(weight))
+        with torch.no_grad():
+            self.classifier.weight.copy_(torch.tensor(weight))
+            self.classifier.bias.copy_(torch.tensor(bias))
+
+    def forward(self, x):
+        return self.classifier(x.flatten(1))
+
+
+def _naive_diagnostics(weight, bias, feats, labels, train_counts, group_of):
+    """The same quantities by a plain loop over samples and classes, in Python floats."""
+    prior = [c / sum(train_counts) for c in train_counts]
+    norms = [math.sqrt(sum(w * w for w in row)) for row in weight]
+    C = len(weight)
+    plain, la, tn = [0.0] * C, [0.0] * C, [0.0] * C
+    conf = [[0] * 3 for _ in range(3)]
+    for f, y in zip(feats, labels, strict=True):
+        z = [sum(wi * fi for wi, fi in zip(weight[c], f, strict=True)) + bias[c] for c in range(C)]
+        argmax = max(range(C), key=lambda c: z[c])
+        plain[y] += argmax == y
+        la[y] += max(range(C), key=lambda c: z[c] - math.log(prior[c])) == y
+        tn[y] += max(range(C), key=lambda c: (z[c] - bias[c]) / norms[c]) == y
+        conf[group_of[y]][group_of[argmax]] += 1
+    return plain, la, tn, conf, norms
+
+
+def test_count_eval_diagnostics_match_a_naive_loop():
+    from hybridlt.model.evaluate import count_eval, diagnostics_report
+
+    weight = [[3.0, 0.0], [0.0, 1.0], [0.5, 0.6]]  # class 0: a big norm (the head), class 2 small (the tail)
+    bias = [0.2, 0.0, -0.1]
+    train_counts = [100, 30, 5]
+    groups = {"many": [0], "medium": [1], "few": [2]}
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(40, 2, generator=g).abs()
+    labels = torch.randint(0, 3, (40,), generator=g)
+    net = LinearOnFeatures(weight, bias)
+    batches = [(feats[i:i + 16].view(-1, 1, 1, 2), labels[i:i + 16]) for i in range(0, 40, 16)]
+    counts = count_eval(net, batches, 3, torch.device("cpu"), train_counts=train_counts, groups=groups)
+    plain, la, tn, conf, norms = _naive_diagnostics(weight, bias, feats.tolist(), labels.tolist(), train_counts,
+                                                    [0, 1, 2])
+    assert counts.correct.tolist() == plain
+    assert counts.la_correct.tolist() == la
+    assert counts.taunorm_correct.tolist() == tn
+    assert counts.confusion.tolist() == conf
+    assert counts.weight_norm.tolist() == pytest.approx(norms)
+    assert la != plain and tn != plain  # the example moves predictions, so the checks above are not vacuous
+    report = diagnostics_report(counts, groups)
+    total = counts.total.tolist()
+    assert report["la_acc"] == pytest.approx(sum(la) / 40)
+    assert report["taunorm_few_acc"] == pytest.approx(tn[2] / total[2])
+    few_row = conf[2]
+    assert report["confusion_few_to_many"] == pytest.approx(few_row[0] / sum(few_row))
+    assert sum(report[f"confusion_few_to_{p}"] for p in ("many", "medium", "few")) == pytest.approx(1.0)
+    assert report["per_class_weight_norm"] == pytest.approx(norms)
+
+
+def test_count_correct_is_the_plain_part_of_count_eval():
+    from hybridlt.model.evaluate import count_eval
+
+    net = LinearOnFeatures([[1.0, 0.0], [0.0, 1.0]], [0.0, 0.0])
+    batches = [(torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 1.0]]).view(-1, 1, 1, 2), torch.tensor([0, 0, 1]))]
+    correct, total = count_correct(net, batches, 2, torch.device("cpu"))
+    assert correct.tolist() == [1.0, 0.0] and total.tolist() == [2.0, 1.0]
+    assert count_eval(net, batches, 2, torch.device("cpu")).la_correct is None  # no train counts: no diagnostics

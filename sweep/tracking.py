@@ -1,0 +1,98 @@
+"""Experiment trackers for a sweep, all off by default: the spec's ``tracking:`` section as Ray Tune
+logger callbacks, run on the driver.
+
+- ``tracking.mlflow: URI``: Ray's ``MLflowLoggerCallback``, one MLflow run per trial in the
+  experiment ``tracking.project`` (default: the sweep name): the trial's parameters, and every
+  epoch's scalars (acc, balanced / many / medium / few acc, losses, alpha, lr) with the epoch as
+  step. When the trial ends, its per-class accuracy at the last reported epoch goes to the run as
+  one table artifact, ``per_class.json`` (MLflow's ``log_table``: class index and name, training
+  count, accuracy), rather than as thousands of loose metric keys.
+- ``tracking.tensorboard: true``: Tune's ``TBXLoggerCallback`` writes TensorBoard event files to
+  each trial's folder, ``<storage>/<name>/<trial folder>/events.out.tfevents.*``
+  (``tensorboard --logdir <storage>/<name>``). Tune already adds this logger by itself whenever
+  ``tensorboardX`` is installed; the flag makes it required (an error without the package).
+- ``tracking.wandb: offline | online``: Ray's ``WandbLoggerCallback`` (a logging actor per trial),
+  project ``tracking.project``, group = the sweep name. Offline runs land in
+  ``<storage>/<name>/wandb/`` for a local sweep (the driver's working folder for an object-store
+  one); ``wandb sync`` uploads them later. Online needs ``WANDB_API_KEY``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+from hybridlt.errors import InputError
+
+
+def last_per_class(root, trial_id: str):
+    """The trial's ``per_class`` rows at its last reported epoch, most training images first (pandas)."""
+    from hybridlt.sweep.results import read_dataset
+
+    table = read_dataset(root, "per_class", name_prefix=f"{trial_id}-epoch-")
+    if table is None or table.num_rows == 0:
+        return None
+    frame = table.to_pandas()
+    frame = frame[frame.epoch == frame.epoch.max()]
+    return frame.sort_values(["train_count", "class_index"], ascending=[False, True]).reset_index(drop=True)
+
+
+class MLflowCallback(MLflowLoggerCallback):
+    """Ray's MLflow logger plus, at each trial's end, its per-class accuracy as one MLflow table."""
+
+    def __init__(self, tracking_uri: str, experiment_name: str, results_root, tags: dict | None = None):
+        super().__init__(tracking_uri=tracking_uri, experiment_name=experiment_name, tags=tags)
+        self.results_root = results_root
+
+    def log_trial_end(self, trial, failed: bool = False):
+        run_id = self._trial_runs.get(trial)
+        if run_id is not None:
+            frame = last_per_class(self.results_root, trial.trial_id)
+            if frame is not None:
+                self.mlflow_util._mlflow.MlflowClient(self.tracking_uri).log_table(
+                    run_id, data=frame.drop(columns=["trial_id"]), artifact_file="per_class.json")
+        super().log_trial_end(trial, failed)
+
+
+def wandb_dir(spec) -> str:
+    """Where offline W&B runs land: the sweep folder when it is local, else the driver's working folder."""
+    storage = spec.storage_uri
+    return str(Path(storage) / spec.name) if "://" not in storage else os.getcwd()
+
+
+def tracker_callbacks(spec, results_root) -> list:
+    """The Tune callbacks ``spec.tracking`` asks for (none by default)."""
+    t = spec.tracking
+    project = t.project or spec.name
+    callbacks: list = []
+    if t.mlflow:
+        try:
+            import mlflow  # noqa: F401
+        except ImportError:
+            raise InputError("tracking.mlflow: the mlflow package is not installed "
+                             "(pip install 'hybridlt[tracking]')") from None
+        callbacks.append(MLflowCallback(t.mlflow, project, results_root, tags={"hybridlt_sweep": spec.name}))
+    if t.tensorboard:
+        try:
+            import tensorboardX  # noqa: F401
+        except ImportError:
+            raise InputError("tracking.tensorboard: the tensorboardX package is not installed "
+                             "(pip install 'hybridlt[tracking]')") from None
+        from ray.tune.logger import TBXLoggerCallback
+
+        callbacks.append(TBXLoggerCallback())
+    if t.wandb != "off":
+        try:
+            import wandb  # noqa: F401
+        except ImportError:
+            raise InputError(f"tracking.wandb: {t.wandb!r} needs the wandb package (pip install wandb)") from None
+        from ray.air.integrations.wandb import WandbLoggerCallback
+
+        if t.wandb == "offline":
+            os.environ["WANDB_MODE"] = "offline"  # read by Ray's callback on the driver: no API key needed
+        where = wandb_dir(spec)
+        Path(where).mkdir(parents=True, exist_ok=True)
+        callbacks.append(WandbLoggerCallback(project=project, group=spec.name, mode=t.wandb, dir=where))
+    return callbacks
