@@ -139,7 +139,15 @@ def load_cifar_lt(name: str, root: str | Path, imbalance_ratio: float = 100.0, p
     if missing and download:
         import torchvision.datasets as tvd
 
-        getattr(tvd, tv_name)(str(root), train=True, download=True)
+        existed = root.exists()
+        try:
+            getattr(tvd, tv_name)(str(root), train=True, download=True)
+        except OSError as exc:  # offline: urllib's URLError is an OSError
+            if not existed and root.is_dir() and not any(root.iterdir()):
+                root.rmdir()
+            raise DatasetFilesError(f"data.download: could not download {tv_name} into {root} "
+                                    f"({getattr(exc, 'reason', exc)}); offline, extract the python version of "
+                                    f"{tv_name} into {folder} and set data.download: false") from None
         missing = [f for f in needed if not (folder / f).is_file()]
     if missing:
         raise DatasetFilesError(

@@ -11,7 +11,7 @@ from hybridlt.data.memory import InMemoryData
 
 
 @DATASETS.register("digits_lt")
-def load_digits_lt(imbalance_ratio: float = 20.0, max_count: int | None = 120, test_per_class: int = 50,
+def load_digits_lt(imbalance_ratio: float = 20.0, max_count: int | None = 120, test_per_class: int | None = 50,
                    profile: str = "exp", seed: int = 0) -> InMemoryData:
     """A balanced test set (``test_per_class`` per class) and a long-tailed train set.
 
@@ -20,7 +20,7 @@ def load_digits_lt(imbalance_ratio: float = 20.0, max_count: int | None = 120, t
     """
     from sklearn.datasets import load_digits
 
-    max_count = max_count or 120
+    max_count, test_per_class = max_count or 120, test_per_class or 50
     bunch = load_digits()
     images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
     labels = bunch.target.astype(np.int64)

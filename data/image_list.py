@@ -6,6 +6,7 @@ workers; augmented with torchvision transforms v2.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,13 +69,37 @@ def read_inat_json(json_path: Path, root: Path) -> tuple[list[Path], list[int], 
 
 def read_image_list(list_path: str | Path, root: str | Path):
     """Paths and labels from a ``.json`` (iNaturalist) or text list; names by class id if known."""
-    list_path, root = Path(list_path), Path(root).expanduser().resolve()
+    list_path, root = Path(list_path).expanduser(), Path(root).expanduser().resolve()
     if not list_path.is_file():
-        raise ImageListError(f"data.train_list/val_list: {list_path}: file not found")
+        raise ImageListError(f"data.train_list/val_list: {list_path}: file not found{_against(list_path)}")
     if list_path.suffix == ".json":
         return read_inat_json(list_path, root)
     paths, labels = read_text_list(list_path, root)
     return paths, labels, {}
+
+
+def default_loader_workers() -> int:
+    """The CPUs this process may use (affinity, capped by torch's threads, which Ray sets to a trial's
+    CPUs): ``data.loader_workers``' default."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cpus, torch.get_num_threads()))
+
+
+def _against(path: Path) -> str:
+    """For a relative path: what it was resolved against (config paths are absolute by then)."""
+    return "" if path.is_absolute() else f" (relative to the working directory {Path.cwd()})"
+
+
+def read_class_names(path: str | Path, num_classes: int) -> list[str]:
+    """A class-names file: one name a line, line i = class i (blank lines and ``#`` comments skipped)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ImageListError(f"data.class_names: {path}: file not found{_against(path)}")
+    names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    if len(names) < num_classes:
+        raise ImageListError(f"data.class_names: {path}: {len(names)} names for {num_classes} classes "
+                             "(one name a line, line i = class i)")
+    return names[:num_classes]
 
 
 JPEG_SUFFIXES = (".jpg", ".jpeg", ".JPG", ".JPEG")
@@ -161,10 +186,11 @@ class ImageListData:
     in_channels = 3
 
     def train_streams(self, con_sampler, ce_sampler, *, device, batch_size: int, world_size: int, augment: dict,
-                      image_size: int, loader_workers: int, **_):
+                      image_size: int, loader_workers: int | None, **_):
         """Both streams through DataLoader workers that decode and augment with torchvision."""
         from hybridlt.data.streams import LoaderStreams
 
+        loader_workers = default_loader_workers() if loader_workers is None else loader_workers
         a = augment
         plain = train_transform(image_size, None, grayscale_p=a["grayscale_p"], flip=a["flip"])
         jittered = train_transform(image_size, tuple(a["jitter"]), a["jitter_p"], a["grayscale_p"], a["flip"])
@@ -177,8 +203,9 @@ class ImageListData:
                              torch.utils.data.DataLoader(ce_ds, sampler=ce_sampler, **loader), device)
 
     def eval_batches(self, *, rank: int, world_size: int, batch_size: int, device, image_size: int,
-                     loader_workers: int, **_):
+                     loader_workers: int | None, **_):
         """This rank's share of the validation list, resized and centre-cropped in DataLoader workers."""
+        loader_workers = default_loader_workers() if loader_workers is None else loader_workers
         test = ImageListDataset(self.test.paths, self.test.labels, eval_transform(image_size),
                                 int(round(image_size / 0.875)))
         subset = torch.utils.data.Subset(test, range(rank, len(test), world_size))
@@ -189,13 +216,15 @@ class ImageListData:
 
 @DATASETS.register("inat2018")
 @DATASETS.register("image_list")
-def load_image_list_dataset(train_list: str, val_list: str, root: str) -> ImageListData:
-    """iNaturalist 2018 (official JSON) or ``path label`` text lists under ``data.root``."""
-    return load_image_lists(train_list, val_list, root)
+def load_image_list_dataset(train_list: str, val_list: str, root: str,
+                            class_names: str | None = None) -> ImageListData:
+    """iNaturalist 2018 (official JSON) or ``path label`` text lists under ``data.root``; ``class_names``:
+    a file of names, one a line."""
+    return load_image_lists(train_list, val_list, root, class_names=class_names)
 
 
 def load_image_lists(train_list: str | Path, val_list: str | Path, root: str | Path,
-                     check_files: bool = True) -> ImageListData:
+                     check_files: bool = True, class_names: str | Path | None = None) -> ImageListData:
     """Train and validation lists; labels must be 0 .. C-1 with every class in the train list."""
     train_paths, train_labels, names = read_image_list(train_list, root)
     test_paths, test_labels, _ = read_image_list(val_list, root)
@@ -214,6 +243,7 @@ def load_image_lists(train_list: str | Path, val_list: str | Path, root: str | P
         for p in (*train_paths, *test_paths):
             if not p.is_file():
                 raise ImageListError(f"image list: file not found: {p}")
-    class_names = [names.get(c, str(c)) for c in range(num_classes)]
+    class_names = (read_class_names(class_names, num_classes) if class_names
+                   else [names.get(c, str(c)) for c in range(num_classes)])
     return ImageListData(ImageListDataset(train_paths, train_labels), ImageListDataset(test_paths, test_labels),
                          class_names)

@@ -8,6 +8,8 @@ so one DDP wrapper syncs everything) and computes Eq. 1 from one backbone forwar
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -61,18 +63,44 @@ def create_hybrid_net(backbone: str, num_classes: int, in_channels: int = 3, pro
                      classifier)
 
 
+BN_STREAMS = ("joint", "separate")
+
+
+@contextlib.contextmanager
+def frozen_running_stats(module: nn.Module):
+    """BatchNorm layers normalise by the batch's statistics but leave their running ones unchanged."""
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None)
+             for m in bns]
+    for m in bns:
+        m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch
+    try:
+        yield
+    finally:
+        for m, (momentum, tracked) in zip(bns, saved, strict=True):
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
+
+
 class HybridObjective(nn.Module):
     """Eq. 1: ``alpha * L_con(B_SC) + (1 - alpha) * L_cls(B_CE)``.
 
     ``forward(con_images [B, V, C, H, W], con_labels [B], ce_images [B', C, H, W],
     ce_labels [B'], alpha, epoch, frozen)`` -> ``(loss, con_loss, ce_loss)``, all scalars.
-    One backbone forward runs over both views and the classifier batch together. With
+    ``bn_streams``: ``joint`` runs one backbone forward over both views and the classifier batch
+    together (their BatchNorm statistics mix); ``separate`` runs two, one over the contrastive views
+    and one over the classifier batch, each normalised by its own batch statistics, and only the
+    classifier batch updates BatchNorm's running statistics (the test-time ones). With
     ``frozen`` (two-stage, second stage) only the classifier learns, on detached features
     of the classifier batch, and the contrastive branch is skipped.
     """
 
-    def __init__(self, net: HybridNet, contrastive: nn.Module, classifier_loss: nn.Module):
+    def __init__(self, net: HybridNet, contrastive: nn.Module, classifier_loss: nn.Module, bn_streams: str = "joint"):
         super().__init__()
+        if bn_streams not in BN_STREAMS:
+            raise ValueError(f"model.bn_streams: unknown value {bn_streams!r}; allowed: {BN_STREAMS}")
+        self.bn_streams = bn_streams
         self.net = net
         self.contrastive = contrastive
         self.classifier_loss = classifier_loss
@@ -85,9 +113,14 @@ class HybridObjective(nn.Module):
             ce_loss = self.classifier_loss(self.net.classifier(feats), ce_labels, epoch)
             return (1.0 - alpha) * ce_loss, ce_loss.detach() * 0.0, ce_loss
         b, v = con_images.shape[:2]
-        batch = torch.cat([con_images.flatten(0, 1), ce_images])
-        feats = self.net.backbone(batch)
-        z = self.net.embed(feats[: b * v]).reshape(b, v, -1)
+        if self.bn_streams == "joint":
+            feats = self.net.backbone(torch.cat([con_images.flatten(0, 1), ce_images]))
+            con_feats, ce_feats = feats[: b * v], feats[b * v:]
+        else:
+            with frozen_running_stats(self.net.backbone):
+                con_feats = self.net.backbone(con_images.flatten(0, 1))
+            ce_feats = self.net.backbone(ce_images)
+        z = self.net.embed(con_feats).reshape(b, v, -1)
         con_loss = self.contrastive(z, con_labels)
-        ce_loss = self.classifier_loss(self.net.classifier(feats[b * v:]), ce_labels, epoch)
+        ce_loss = self.classifier_loss(self.net.classifier(ce_feats), ce_labels, epoch)
         return alpha * con_loss + (1.0 - alpha) * ce_loss, con_loss, ce_loss

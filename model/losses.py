@@ -82,6 +82,19 @@ class SupConLoss(nn.Module):
         return torch.where(has_pos, per_anchor, 0.0).sum() / has_pos.sum().clamp(min=1)
 
 
+PROTOTYPE_INITS = ("normal", "unit")
+
+
+def init_prototypes(shape: tuple[int, ...], how: str = "normal") -> torch.Tensor:
+    """Prototype start values: ``normal`` = raw N(0, 1) entries (norm about sqrt(D), normalised only where
+    used: the gradient scales with 1/norm and the angle a step turns with 1/norm^2, so they turn about D
+    times slower than unit vectors), ``unit`` = the same directions scaled to norm 1."""
+    if how not in PROTOTYPE_INITS:
+        raise ValueError(f"loss.prototype_init: unknown value {how!r}; allowed: {PROTOTYPE_INITS}")
+    p = torch.randn(*shape)
+    return F.normalize(p, dim=-1) if how == "unit" else p
+
+
 @CONTRASTIVE_LOSSES.register("mpsc")
 class MPSCLoss(nn.Module):
     """Multi-prototype supervised contrastive loss (Eq. 5, PAPER.md's definition).
@@ -94,12 +107,12 @@ class MPSCLoss(nn.Module):
     """
 
     def __init__(self, num_classes: int, feat_dim: int, prototypes_per_class: int = 1,
-                 temperature: float = 0.1):
+                 temperature: float = 0.1, prototype_init: str = "normal"):
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes: {num_classes} given; prototype losses need at least 2")
         self.temperature = temperature
-        self.prototypes = nn.Parameter(torch.randn(num_classes, prototypes_per_class, feat_dim))
+        self.prototypes = nn.Parameter(init_prototypes((num_classes, prototypes_per_class, feat_dim), prototype_init))
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         z, y = _flatten_views(features, labels)
@@ -122,9 +135,9 @@ class PSCLoss(MPSCLoss):
     so the loss can go negative (Sec. 4.4's gradient argument depends on it).
     """
 
-    def __init__(self, num_classes: int, feat_dim: int, temperature: float = 0.1):
+    def __init__(self, num_classes: int, feat_dim: int, temperature: float = 0.1, prototype_init: str = "normal"):
         super().__init__(num_classes, feat_dim, 1, temperature)
-        self.prototypes = nn.Parameter(torch.randn(num_classes, feat_dim))
+        self.prototypes = nn.Parameter(init_prototypes((num_classes, feat_dim), prototype_init))
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         z, y = _flatten_views(features, labels)
@@ -229,13 +242,47 @@ class ClassBalancedLoss(ClassifierLoss):
         return _weighted_focal(logits, labels, self.gamma, self.weight)
 
 
-@CLASSIFIER_LOSSES.register("cb_focal")
-class ClassBalancedFocal(ClassBalancedLoss):
-    """The focal loss (``focal_gamma``) with class-balanced weights, normalised like ``cb_ce``."""
+@CLASSIFIER_LOSSES.register("cb_softmax_focal")
+class ClassBalancedSoftmaxFocal(ClassBalancedLoss):
+    """``cb_softmax_focal``: the softmax focal loss (``focal_gamma``) with class-balanced weights,
+    normalised like ``cb_ce`` (by the sum of the batch's weights). Not Cui et al.'s CB-focal, which is
+    the sigmoid one (``cb_focal``)."""
 
     def __init__(self, class_counts, epochs, cb_beta: float = 0.9999, focal_gamma: float = 1.0):
         super().__init__(class_counts, epochs, cb_beta)
         self.gamma = focal_gamma
+
+
+def sigmoid_focal(logits: torch.Tensor, labels: torch.Tensor, gamma: float,
+                  weight: torch.Tensor | None = None) -> torch.Tensor:
+    """One-vs-all sigmoid focal loss (Lin et al. 2017) over all C outputs, each sample's C terms
+    weighted by ``weight[y_i]``, summed and divided by the batch size (Cui et al. 2019's code).
+
+    ``-(1 - p_t)^gamma log p_t`` per output, ``p_t`` = sigmoid(x) for the true class, 1 - sigmoid(x)
+    for the others; in log-sigmoid form so that large logits stay finite."""
+    x = _at_least_fp32(logits)
+    target = labels[:, None] == torch.arange(x.shape[1], device=labels.device)
+    signed = torch.where(target, x, -x)  # log p_t = logsigmoid(signed)
+    loss = -F.logsigmoid(signed)
+    if gamma:
+        loss = torch.exp(gamma * F.logsigmoid(-signed)) * loss  # (1 - p_t)^gamma
+    if weight is not None:
+        loss = loss * weight.to(loss.dtype)[labels, None]
+    return loss.sum() / max(len(labels), 1)
+
+
+@CLASSIFIER_LOSSES.register("cb_focal")
+class ClassBalancedFocal(ClassifierLoss):
+    """``cb_focal``: Cui et al. (2019)'s class-balanced focal loss, the sigmoid one-vs-all focal loss
+    with effective-number weights (``cb_beta``, sum C), normalised by the batch size (``sigmoid_focal``)."""
+
+    def __init__(self, class_counts, epochs, cb_beta: float = 0.9999, focal_gamma: float = 1.0):
+        super().__init__(class_counts, epochs)
+        self.gamma = focal_gamma
+        self.register_buffer("weight", effective_number_weights(class_counts, cb_beta))
+
+    def forward(self, logits, labels, epoch: int = 0):
+        return sigmoid_focal(logits, labels, self.gamma, self.weight)
 
 
 @CLASSIFIER_LOSSES.register("ldam")
@@ -265,7 +312,8 @@ class LDAMLoss(ClassifierLoss):
 @CLASSIFIER_LOSSES.register("ldam_drw")
 class LDAMDRWLoss(LDAMLoss):
     """LDAM with deferred re-weighting: class-balanced weights (``cb_beta``) from epoch
-    ``int(drw_start * epochs)`` on (0-based)."""
+    ``int(drw_start * epochs)`` on (0-based), normalised by the sum of the batch's weights (torch's
+    weighted CE, as in Cao et al.'s code)."""
 
     def __init__(self, class_counts, epochs, ldam_max_margin: float = 0.5, ldam_scale: float = 30.0,
                  drw_start: float = 0.8, cb_beta: float = 0.9999):

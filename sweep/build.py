@@ -78,7 +78,7 @@ def build_run(cfg: RunConfig, rank: int = 0, world_size: int = 1, device: torch.
     loss_fields = cfg.loss.model_dump(exclude={"contrastive", "classifier"})
     contrastive = build_contrastive_loss(cfg.loss.contrastive, data.num_classes, cfg.model.proj_dim, **loss_fields)
     cls_loss = build_classifier_loss(cfg.loss.classifier, counts, cfg.train.epochs, **loss_fields)
-    objective = HybridObjective(net, contrastive, cls_loss).to(device)
+    objective = HybridObjective(net, contrastive, cls_loss, cfg.model.bn_streams).to(device)
     if device.type == "cuda" and cfg.train.channels_last:
         objective = objective.to(memory_format=torch.channels_last)
     o = cfg.optim

@@ -71,17 +71,25 @@ class Section(BaseModel):
 
 class DataConfig(Section):
     dataset: _choice(DATASETS) = "digits_lt"
-    root: str = "data_cache"
+    root: str = Field("data_cache", description="relative: against the config file's folder (--set: the "
+                      "working directory)")
     download: bool = False
     imbalance_ratio: float = Field(100.0, ge=1.0)
     profile: _choice(PROFILES) = "exp"
     max_count: int | None = Field(None, ge=1, description="images of the largest class (default: all)")
-    test_per_class: int = Field(50, ge=1, description="digits_lt: balanced test images per class")
+    test_per_class: int | None = Field(None, ge=1, description="digits_lt: balanced test images per class "
+                                       "(default 50); image_folder: at most this many test images a class, "
+                                       "a seeded pick (default: all)")
     seed: Seed = Field(0, description="seed of the long-tailed subsampling, fixed across run seeds")
     train_list: str | None = Field(None, description="image lists: iNaturalist JSON or 'path label' text")
     val_list: str | None = None
+    class_names: str | None = Field(None, description="text lists: a file of class names, line i = class i")
     image_size: int = Field(224, ge=8)
-    loader_workers: int = Field(8, ge=0)
+    loader_workers: int | None = Field(None, ge=0, description="default: the CPUs this trial has")
+    memory_max_size: int = Field(64, ge=0, description="image_folder: decode into memory when every side is at "
+                                 "most this (0: never)")
+    cache_dir: str | None = Field(None, description="image_folder: where the decoded cache lives (default: "
+                                  "$HYBRIDLT_CACHE or ~/.cache/hybridlt)")
     many_above: int = Field(100, ge=0, description="many-shot: more than this many training images")
     few_below: int = Field(20, ge=1, description="few-shot: fewer than this many training images")
 
@@ -118,6 +126,8 @@ class ModelConfig(Section):
     proj_hidden: int | None = Field(None, ge=1, description="default: the backbone's feature width")
     classifier: _choice(CLASSIFIERS) | None = Field(
         None, description="default: cosine for ldam/ldam_drw, linear otherwise")
+    bn_streams: Literal["joint", "separate"] = Field(
+        "joint", description="joint: one backbone forward over both streams; separate: one per stream")
 
 
 class LossConfig(Section):
@@ -125,7 +135,9 @@ class LossConfig(Section):
     classifier: _choice(CLASSIFIER_LOSSES) = "ce"
     temperature: float = Field(0.1, gt=0.0)
     prototypes_per_class: int = Field(1, ge=1, description="mpsc only")
-    focal_gamma: float = Field(1.0, ge=0.0, description="focal, cb_focal: gamma")
+    prototype_init: Literal["normal", "unit"] = Field(
+        "normal", description="psc, mpsc: raw N(0, 1) prototypes (normalised where used) or unit-norm ones")
+    focal_gamma: float = Field(1.0, ge=0.0, description="focal, cb_focal, cb_softmax_focal: gamma")
     cb_beta: float = Field(0.9999, ge=0.0, lt=1.0, description="cb_ce, cb_focal, ldam_drw: effective-number beta")
     drw_start: float = Field(0.8, ge=0.0, le=1.0, description="ldam_drw: fraction of epochs before re-weighting")
     ldam_max_margin: float = Field(0.5, gt=0.0, description="ldam: margin of the smallest class")
@@ -330,7 +342,29 @@ def validate_run_config(raw: dict, source: str = "config") -> RunConfig:
         raise ConfigError(format_validation_error(exc, source)) from None
 
 
-def load_run_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
-    """A run config from a YAML file (or the defaults when ``path`` is None) plus ``--set`` overrides."""
+DATA_PATH_FIELDS = ("root", "train_list", "val_list", "class_names", "cache_dir")
+
+
+def resolve_data_paths(raw: dict, folder: Path) -> dict:
+    """Relative ``data.root``/``train_list``/``val_list``/``class_names``/``cache_dir`` written in a
+    config file, made absolute against that file's ``folder`` (paths from ``--set`` or a dict stay as
+    given and resolve against the working directory where they are used)."""
+    data = raw.get("data")
+    if isinstance(data, dict):
+        for key in DATA_PATH_FIELDS:
+            value = data.get(key)
+            if isinstance(value, str) and value and "://" not in value and not value.startswith("~") \
+                    and not Path(value).is_absolute():
+                data[key] = str((folder / value).resolve())
+    return raw
+
+
+def load_run_config(path: str | Path | None, overrides: list[str] = (), resolve_paths: bool = True) -> RunConfig:
+    """A run config from a YAML file (or the defaults when ``path`` is None) plus ``--set`` overrides.
+
+    Data paths in the file resolve against its folder (``resolve_paths=False``: left as written, for
+    the config a run directory records, which was resolved when the run started)."""
     raw = read_yaml(path) if path else {}
+    if path and resolve_paths:
+        raw = resolve_data_paths(raw, Path(path).resolve().parent)
     return validate_run_config(apply_overrides(raw, list(overrides)), str(path or "config"))

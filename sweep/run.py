@@ -42,7 +42,7 @@ def prepare_run_dir(run_dir: Path, cfg: RunConfig | None, resume: bool) -> RunCo
     if resume:
         if not saved.is_file():
             raise RunDirError(f"--resume: {run_dir} holds no run (no config.yaml); start it without --resume")
-        saved_cfg = load_run_config(saved)
+        saved_cfg = load_run_config(saved, resolve_paths=False)
         if cfg is not None and cfg != saved_cfg:
             diff = _diff(saved_cfg.model_dump(), cfg.model_dump())
             raise RunDirError(f"--resume: the config differs from the one {run_dir} was started with ({diff}); "
@@ -148,7 +148,7 @@ def last_epoch_from_store(run_dir: str | Path):
     from hybridlt.sweep.results import read_dataset
 
     run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir / "config.yaml")
+    cfg = load_run_config(run_dir / "config.yaml", resolve_paths=False)
     epochs = sorted(read_dataset(run_dir, "epochs").to_pylist(), key=lambda r: r["epoch"])
     metrics = epochs[-1]
     rows = [r for r in read_dataset(run_dir, "per_class").to_pylist() if r["epoch"] == metrics["epoch"]]

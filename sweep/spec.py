@@ -11,6 +11,7 @@ condition on values sampled before it (or fixed in the base config)::
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +28,7 @@ from hybridlt.sweep.config import (
     get_path,
     no_bool_confusion,
     read_yaml,
+    resolve_data_paths,
     set_path,
     validate_run_config,
 )
@@ -230,10 +232,10 @@ def load_base(spec, spec_dir: Path) -> RunConfig:
     """The base run config of a sweep or ablation spec (``base`` path relative to the spec, or inline)."""
     if isinstance(spec.base, str):
         base_path = (spec_dir / spec.base) if not Path(spec.base).is_absolute() else Path(spec.base)
-        raw = read_yaml(base_path, "base")
+        raw = resolve_data_paths(read_yaml(base_path, "base"), base_path.resolve().parent)
         source = str(base_path)
-    else:
-        raw, source = dict(spec.base), "base"
+    else:  # an inline base: its paths resolve against the spec's folder
+        raw, source = resolve_data_paths(copy.deepcopy(dict(spec.base)), spec_dir), "base"
     return validate_run_config(apply_overrides(raw, spec.overrides), source)
 
 

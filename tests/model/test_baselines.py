@@ -69,7 +69,7 @@ def test_focal_matches_naive(gamma):
     _check(lambda x: build_classifier_loss("focal", COUNTS, 10, focal_gamma=gamma)(x, labels), naive, logits, labels)
 
 
-@pytest.mark.parametrize("name, gamma", [("cb_ce", 0.0), ("cb_focal", 1.0)])
+@pytest.mark.parametrize("name, gamma", [("cb_ce", 0.0), ("cb_softmax_focal", 1.0)])
 def test_class_balanced_matches_naive(name, gamma):
     logits, labels = _batch(2)
     beta = 0.99
@@ -83,6 +83,31 @@ def test_class_balanced_matches_naive(name, gamma):
 
     loss = build_classifier_loss(name, COUNTS, 10, cb_beta=beta, focal_gamma=gamma)
     _check(lambda x: loss(x, labels), naive, logits, labels)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 1.0, 2.0])
+def test_cb_focal_is_cui_et_al_sigmoid_focal(gamma):
+    """Cui et al.'s CB-focal: one-vs-all sigmoid focal over every output, weight of the sample's class,
+    summed and divided by the batch size."""
+    logits, labels = _batch(7)
+    beta = 0.99
+    raw = [(1 - beta) / (1 - beta**n) for n in COUNTS]
+    w = [r / sum(raw) * len(raw) for r in raw]
+
+    def naive(x):
+        total = 0.0
+        for i in range(len(labels)):
+            for j in range(x.shape[1]):
+                p = 1 / (1 + torch.exp(-x[i, j]))
+                pt = p if j == labels[i] else 1 - p
+                total = total + w[labels[i]] * (1 - pt) ** gamma * -torch.log(pt)
+        return total / len(labels)
+
+    loss = build_classifier_loss("cb_focal", COUNTS, 10, cb_beta=beta, focal_gamma=gamma)
+    _check(lambda x: loss(x, labels), naive, logits, labels)
+    # log-sigmoid form: finite where sigmoid saturates; true class at -80, a negative at +80, two at 0
+    big = loss(torch.tensor([[80.0, -80.0, 0.0, 0.0]]), torch.tensor([1])).item()
+    assert big == pytest.approx(w[1] * (80 + 80 + 2 * 0.5**gamma * math.log(2)), rel=1e-5)
 
 
 def test_ldam_and_drw_match_naive():
@@ -157,11 +182,16 @@ def _reference(name: str, logits, labels, epoch: int, p: dict):
     focal = [(1 - torch.exp(-t)) ** p["focal_gamma"] * t for t in ce]
     ldam = [nll(p["ldam_scale"] * (r - margins * (torch.arange(c) == y)), y) for r, y in zip(rows, ys, strict=True)]
     drw = epoch >= int(p["drw_start"] * 10)
+    g = p["focal_gamma"]
+    sig = torch.sigmoid(logits)
+    pt = torch.where(torch.arange(c)[None] == labels[:, None], sig, 1 - sig)
+    sigmoid_focal = sum(cb_w[ys[i]] * ((1 - pt[i]) ** g * -torch.log(pt[i])).sum() for i in range(len(ys))) / len(ys)
     return {
         "ce": sum(ce) / len(ce),
         "focal": sum(focal) / len(focal),
         "cb_ce": weighted_mean(ce, cb_w),
-        "cb_focal": weighted_mean(focal, cb_w),
+        "cb_softmax_focal": weighted_mean(focal, cb_w),
+        "cb_focal": sigmoid_focal,
         "ldam": sum(ldam) / len(ldam),
         "ldam_drw": weighted_mean(ldam, cb_w) if drw else sum(ldam) / len(ldam),
         "logit_adjust": sum(nll(r + p["la_tau"] * torch.log(prior), y)

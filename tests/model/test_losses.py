@@ -400,3 +400,35 @@ def test_supcon_class_sums_path_equals_mask_path():
     a.backward()
     b.backward()
     assert torch.allclose(a, b) and torch.allclose(za.grad, zb.grad)
+
+
+@pytest.mark.parametrize("cls, shape", [(PSCLoss, (10, 128)), (MPSCLoss, (10, 3, 128))])
+def test_prototype_init_normal_has_norm_sqrt_d_and_unit_has_norm_one(cls, shape):
+    torch.manual_seed(0)
+    kw = {} if cls is PSCLoss else {"prototypes_per_class": 3}
+    raw = cls(10, 128, prototype_init="normal", **kw).prototypes.detach()
+    unit = cls(10, 128, prototype_init="unit", **kw).prototypes.detach()
+    assert tuple(raw.shape) == tuple(unit.shape) == shape
+    assert abs(raw.norm(dim=-1).mean().item() - math.sqrt(128)) < 0.5  # E|N(0, I_D)| ~ sqrt(D)
+    assert torch.allclose(unit.norm(dim=-1), torch.ones(shape[:-1]), atol=1e-6)
+    with pytest.raises(ValueError, match="prototype_init"):
+        cls(10, 128, prototype_init="xavier", **kw)
+
+
+def test_raw_prototypes_turn_about_d_times_slower_than_unit_ones():
+    """One SGD step from the same directions (the same draw): the gradient scales with 1/|p| and the
+    angle turned with 1/|p|^2, so a raw N(0, 1) prototype (|p| ~ sqrt(D)) turns ~D times less."""
+    angles, norms = {}, None
+    for how in ("normal", "unit"):
+        torch.manual_seed(0)
+        loss = PSCLoss(4, 64, temperature=1.0, prototype_init=how).double()
+        if how == "normal":
+            norms = loss.prototypes.detach().norm(dim=-1)
+        before = F.normalize(loss.prototypes.detach().clone(), dim=-1)
+        z = F.normalize(torch.randn(16, 64, dtype=F64), dim=-1)
+        loss(z, torch.arange(16) % 4).backward()
+        with torch.no_grad():
+            loss.prototypes -= 1e-3 * loss.prototypes.grad
+        angles[how] = (F.normalize(loss.prototypes.detach(), dim=-1) - before).norm(dim=-1)  # ~ the angle
+    assert torch.allclose(angles["unit"] / angles["normal"], norms**2, rtol=0.01)
+    assert 30 < (norms**2).mean() < 100  # D = 64

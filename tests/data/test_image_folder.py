@@ -1,0 +1,94 @@
+"""``data.dataset: image_folder`` on real CIFAR-10 JPEGs pulled from the shared archive, and on
+small synthetic folders: classes, long-tail counts, the decode-once cache, the large-image path."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.io import write_png
+
+from hybridlt.data import image_folder as F
+from hybridlt.data.image_list import ImageListData
+from hybridlt.data.long_tail import long_tail_counts
+from hybridlt.data.memory import InMemoryData
+from tests.conftest import CIFAR_CLASSES as CLASSES
+from tests.conftest import CIFAR_TEST_PER_CLASS as TEST_PER_CLASS
+from tests.conftest import CIFAR_TRAIN_PER_CLASS as TRAIN_PER_CLASS
+
+
+@pytest.fixture
+def counting(monkeypatch):
+    """Counts the decodes into the cache (the module's decoder, wrapped)."""
+    calls = []
+    real = F.decode_rgb
+    monkeypatch.setattr(F, "decode_rgb", lambda path, *a: calls.append(path) or real(path, *a))
+    return calls
+
+
+def test_real_folder_classes_counts_and_pixels(cifar_folder, tmp_path, counting):
+    data = F.load_image_folder(cifar_folder, 10, "exp", None, 0, cache_dir=tmp_path)
+    assert isinstance(data, InMemoryData) and data.class_names == CLASSES
+    want = long_tail_counts(10, TRAIN_PER_CLASS, 10)  # 40, 31, ..., 4: class 0 the largest (ties: name order)
+    assert np.bincount(data.train_labels.numpy(), minlength=10).tolist() == want
+    assert np.bincount(data.test_labels.numpy(), minlength=10).tolist() == [TEST_PER_CLASS] * 10
+    assert data.train_images.shape[1:] == (3, 32, 32) and data.train_images.dtype == torch.uint8
+    # the first test image is test/airplane/0000.jpg: the same pixels as PIL decodes them
+    pil = np.asarray(Image.open(cifar_folder / "test" / "airplane" / "0000.jpg").convert("RGB"))
+    assert np.abs(data.test_images[0].permute(1, 2, 0).numpy().astype(int) - pil.astype(int)).max() <= 2
+    assert len(counting) == 10 * (TRAIN_PER_CLASS + TEST_PER_CLASS)  # the whole folder, once
+
+
+def test_second_load_reuses_the_cache_and_a_changed_file_invalidates_it(cifar_folder, tmp_path, counting):
+    first = F.load_image_folder(cifar_folder, 1, cache_dir=tmp_path)
+    decoded = len(counting)
+    assert decoded == 600
+    again = F.load_image_folder(cifar_folder, 10, "exp", 30, seed=3, cache_dir=tmp_path)  # other options: same cache
+    assert len(counting) == decoded
+    assert torch.equal(again.test_images, first.test_images)
+    assert len(list((tmp_path / "image_folder").glob("*.pt"))) == 1
+    path = cifar_folder / "train" / "cat" / "0000.jpg"
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    F.load_image_folder(cifar_folder, 1, cache_dir=tmp_path)
+    assert len(counting) == 2 * decoded  # the key holds every file's size and mtime
+
+
+def _png_folder(root, counts, side=8, test=1):
+    for name, n in counts.items():
+        for split, k in (("train", n), ("test", test)):
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+            for i in range(k):
+                write_png(torch.full((3, side, side), 10 * i, dtype=torch.uint8), str(root / split / name / f"{i}.png"))
+    return root
+
+
+def test_an_imbalanced_folder_ranks_classes_by_count_and_ratio_one_keeps_it(tmp_path):
+    root = _png_folder(tmp_path / "imgs", {"ant": 3, "bee": 9, "cow": 6})
+    kept = F.load_image_folder(root, 1, cache_dir=tmp_path / "c")
+    assert np.bincount(kept.train_labels.numpy()).tolist() == [3, 9, 6]
+    lt = F.load_image_folder(root, 9, "exp", None, 0, cache_dir=tmp_path / "c")
+    # ranks: bee (9) -> 9, cow (6) -> int(9 / 3) = 3, ant (3) -> int(9 / 9) = 1
+    assert np.bincount(lt.train_labels.numpy()).tolist() == [1, 9, 3] and lt.class_names == ["ant", "bee", "cow"]
+
+
+def test_larger_images_go_through_the_loader_path(tmp_path):
+    root = _png_folder(tmp_path / "big", {"a": 2, "b": 2}, side=80)
+    data = F.load_image_folder(root, 1, memory_max_size=64, cache_dir=tmp_path / "c")
+    assert isinstance(data, ImageListData) and data.class_names == ["a", "b"]
+    assert data.train.labels == [0, 0, 1, 1] and data.train[0][0].shape == (3, 80, 80)
+    small = F.load_image_folder(root, 1, memory_max_size=80, cache_dir=tmp_path / "c")
+    assert isinstance(small, InMemoryData)
+
+
+def test_folder_errors_name_the_folder(tmp_path):
+    (tmp_path / "x" / "train").mkdir(parents=True)
+    with pytest.raises(F.ImageFolderError, match="train/ and test/"):
+        F.load_image_folder(tmp_path / "x", cache_dir=tmp_path / "c")
+    root = _png_folder(tmp_path / "y", {"a": 1})
+    (root / "test" / "zebra").mkdir()
+    with pytest.raises(F.ImageFolderError, match="zebra.*not a class"):
+        F.load_image_folder(root, cache_dir=tmp_path / "c")

@@ -1,0 +1,70 @@
+"""Relative data paths: against the config file's folder when written there, against the working
+directory from --set; a missing list names what it was resolved against."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hybridlt.data.image_list import ImageListError, load_image_lists
+from hybridlt.sweep.ablate import load_ablation_spec
+from hybridlt.sweep.config import load_run_config
+
+
+def test_file_paths_resolve_against_the_file_and_set_paths_stay_as_given(tmp_path, monkeypatch):
+    sub = tmp_path / "exp" / "configs"
+    sub.mkdir(parents=True)
+    cfg_file = sub / "run.yaml"
+    cfg_file.write_text("data:\n  dataset: image_list\n  root: ../imgs\n  train_list: lists/train.txt\n"
+                        "  val_list: /abs/val.txt\n  class_names: names.txt\n")
+    monkeypatch.chdir(tmp_path)
+    cfg = load_run_config(cfg_file)
+    assert cfg.data.root == str(tmp_path / "exp" / "imgs")
+    assert cfg.data.train_list == str(sub / "lists" / "train.txt")
+    assert cfg.data.val_list == "/abs/val.txt" and cfg.data.class_names == str(sub / "names.txt")
+    over = load_run_config(cfg_file, ["data.root=here"])
+    assert over.data.root == "here"  # from --set: the working directory, where it is used
+    assert load_run_config(cfg_file, resolve_paths=False).data.root == "../imgs"
+
+
+def test_a_spec_base_resolves_against_its_own_folder(tmp_path):
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "b.yaml").write_text("data:\n  root: imgs\n")
+    (tmp_path / "specs").mkdir()
+    spec = tmp_path / "specs" / "s.yaml"
+    spec.write_text("name: t\nbase: ../base/b.yaml\nvariants:\n  a: []\n")
+    assert load_ablation_spec(spec)[1].data.root == str(tmp_path / "base" / "imgs")
+    spec.write_text("name: t\nbase:\n  data: {root: imgs}\nvariants:\n  a: []\n")  # inline: the spec's folder
+    assert load_ablation_spec(spec)[1].data.root == str(tmp_path / "specs" / "imgs")
+
+
+def test_missing_list_says_against_what(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    want = f"train.txt: file not found \\(relative to the working directory {tmp_path}"
+    with pytest.raises(ImageListError, match=want):
+        load_image_lists("train.txt", "val.txt", tmp_path)
+
+
+def test_text_lists_take_a_class_names_file(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"")
+    (tmp_path / "t.txt").write_text("a.png 0\na.png 1\n")
+    (tmp_path / "names.txt").write_text("# one a line\ncat\ndog\n")
+    data = load_image_lists(tmp_path / "t.txt", tmp_path / "t.txt", tmp_path, check_files=False,
+                            class_names=tmp_path / "names.txt")
+    assert data.class_names == ["cat", "dog"]
+    (tmp_path / "short.txt").write_text("cat\n")
+    with pytest.raises(ImageListError, match="1 names for 2 classes"):
+        load_image_lists(tmp_path / "t.txt", tmp_path / "t.txt", tmp_path, check_files=False,
+                         class_names=tmp_path / "short.txt")
+
+
+def test_presets_ship_download_false_and_resolve_data_next_to_the_repository():
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    for name in ("cifar10_lt", "cifar10_lt_psc", "cifar100_lt", "cifar100_lt_psc"):
+        cfg = load_run_config(configs / f"{name}.yaml")
+        assert cfg.data.download is False and cfg.data.root == str(configs.parent / "data_cache")
+    psc = load_run_config(configs / "inat2018_psc.yaml")
+    assert (psc.loss.contrastive, psc.model.backbone, psc.curriculum.power, psc.train.epochs) == ("psc", "resnet50",
+                                                                                                 1.0, 100)
+    assert psc.data.train_list == str(configs.parent / "data_cache" / "inat2018" / "train2018.json")
