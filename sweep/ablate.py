@@ -13,11 +13,22 @@ import csv
 import io
 import math
 from pathlib import Path
+from typing import Annotated
 
 import yaml
 from pydantic import Field, model_validator
+from pydantic import Strict as _Strict
 
-from hybridlt.sweep.config import ConfigError, RunConfig, apply_overrides, validate_run_config
+from hybridlt.sweep.config import (
+    MAX_NAME,
+    MAX_SEED,
+    NAME_PATTERN,
+    ConfigError,
+    Int,
+    RunConfig,
+    apply_overrides,
+    validate_run_config,
+)
 from hybridlt.sweep.results import GROUP_METRICS, open_store, read_dataset
 from hybridlt.sweep.spec import Resources, Strict, SweepSpec, read_spec
 from hybridlt.sweep.store import Location, write_text_atomic
@@ -27,15 +38,16 @@ METRIC_NAMES = {"acc": "overall", "balanced_acc": "balanced", "many_acc": "many"
 
 
 class AblationSpec(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=NAME_PATTERN, max_length=MAX_NAME)
     storage: str = "runs/ablations"
     base: str | dict
     overrides: list[str] = Field(default_factory=list)
     variants: dict[str, list[str]] = Field(description="variant name -> --set overrides of the base")
     reference: str | None = Field(None, description="the variant the others are tested against (default: first)")
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=1)
+    seeds: list[Annotated[int, _Strict(), Field(ge=0, le=MAX_SEED)]] = Field(
+        default_factory=lambda: [0, 1, 2, 3, 4], min_length=1)
     resources: Resources = Resources()
-    concurrency: int | None = Field(None, ge=1)
+    concurrency: Int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _check(self):

@@ -11,14 +11,24 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
+from pydantic import Strict as _Strict
 
 from hybridlt.data.samplers import SAMPLERS
 from hybridlt.errors import InputError
 from hybridlt.model.backbones import BACKBONES
 from hybridlt.model.losses import CLASSIFIER_LOSSES
 
-Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+# Strict types: a bool is not taken for 1, 2.7 is not truncated to a count, "0.1" is not a number;
+# floats must be finite (allow_inf_nan=False on every section).
+Int = Annotated[int, _Strict()]
+Float = Annotated[float, _Strict()]
+Bool = StrictBool
+Fraction = Annotated[float, _Strict(), Field(ge=0.0, le=1.0)]
+MAX_SEED = 2**32 - 1
+MAX_YAML_BYTES = 1 << 20  # config and spec files: 1 MiB
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+MAX_NAME = 100  # run, sweep and variant names become folder names
 Sampler = Literal[SAMPLERS]  # type: ignore[valid-type]
 
 
@@ -27,24 +37,26 @@ class ConfigError(InputError):
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(Section):
     dataset: Literal["digits_lt", "cifar10_lt", "cifar100_lt", "inat2018", "image_list"] = "digits_lt"
     root: str = "data_cache"
-    download: bool = False
-    imbalance_ratio: float = Field(100.0, ge=1.0)
+    download: Bool = False
+    imbalance_ratio: Float = Field(100.0, ge=1.0)
     profile: Literal["exp", "step"] = "exp"
-    max_count: int | None = Field(None, ge=1, description="images of the largest class (default: all)")
-    test_per_class: int = Field(50, ge=1, description="digits_lt: balanced test images per class")
-    seed: int = Field(0, description="seed of the long-tailed subsampling, fixed across run seeds")
+    max_count: Int | None = Field(None, ge=1, description="images of the largest class (default: all)")
+    test_per_class: Int = Field(50, ge=1, description="digits_lt: balanced test images per class")
+    seed: Int = Field(0, ge=0, le=MAX_SEED, description="seed of the long-tailed subsampling, fixed across run seeds")
     train_list: str | None = Field(None, description="image lists: iNaturalist JSON or 'path label' text")
     val_list: str | None = None
-    image_size: int = Field(224, ge=8)
-    loader_workers: int = Field(8, ge=0)
-    many_above: int = Field(100, ge=0, description="many-shot: more than this many training images")
-    few_below: int = Field(20, ge=1, description="few-shot: fewer than this many training images")
+    image_size: Int = Field(224, ge=8, le=2048)
+    max_image_pixels: Int = Field(40_000_000, ge=1, description="image lists: refuse an image whose header "
+                                  "claims more pixels (width x height) than this, before decoding it")
+    loader_workers: Int = Field(8, ge=0, le=256)
+    many_above: Int = Field(100, ge=0, description="many-shot: more than this many training images")
+    few_below: Int = Field(20, ge=1, description="few-shot: fewer than this many training images")
 
     @model_validator(mode="after")
     def _check(self):
@@ -59,22 +71,23 @@ class DataConfig(Section):
 class SamplerConfig(Section):
     contrastive: Sampler = "random"
     classifier: Sampler = "class_balanced"
-    positives: int = Field(2, ge=1, description="positives sampler: same-class samples per anchor")
+    positives: Int = Field(2, ge=1, description="positives sampler: same-class samples per anchor")
 
 
 class AugmentConfig(Section):
-    crop_padding: int = Field(4, ge=0)
-    flip: bool = True
+    crop_padding: Int = Field(4, ge=0, le=64)
+    flip: Bool = True
     grayscale_p: Fraction = 0.2
-    jitter: tuple[Annotated[float, Field(ge=0)], Annotated[float, Field(ge=0)],
-                  Annotated[float, Field(ge=0)], Annotated[float, Field(ge=0, le=0.5)]] = (0.4, 0.4, 0.4, 0.1)
+    jitter: tuple[Annotated[float, _Strict(), Field(ge=0)], Annotated[float, _Strict(), Field(ge=0)],
+                  Annotated[float, _Strict(), Field(ge=0)],
+                  Annotated[float, _Strict(), Field(ge=0, le=0.5)]] = (0.4, 0.4, 0.4, 0.1)
     jitter_p: Fraction = 0.8
 
 
 class ModelConfig(Section):
     backbone: str = "resnet32"
-    proj_dim: int = Field(128, ge=1)
-    proj_hidden: int | None = Field(None, ge=1, description="default: the backbone's feature width")
+    proj_dim: Int = Field(128, ge=1, le=65536)
+    proj_hidden: Int | None = Field(None, ge=1, le=65536, description="default: the backbone's feature width")
     classifier: Literal["linear", "cosine"] | None = Field(
         None, description="default: cosine for ldam/ldam_drw, linear otherwise")
 
@@ -89,14 +102,14 @@ class ModelConfig(Section):
 class LossConfig(Section):
     contrastive: Literal["sc", "psc", "mpsc", "ce"] = "sc"
     classifier: str = "ce"
-    temperature: float = Field(0.1, gt=0.0)
-    prototypes_per_class: int = Field(1, ge=1, description="mpsc only")
-    focal_gamma: float = Field(1.0, ge=0.0, description="focal, cb_focal: gamma")
-    cb_beta: float = Field(0.9999, ge=0.0, lt=1.0, description="cb_ce, cb_focal, ldam_drw: effective-number beta")
-    drw_start: float = Field(0.8, ge=0.0, le=1.0, description="ldam_drw: fraction of epochs before re-weighting")
-    ldam_max_margin: float = Field(0.5, gt=0.0, description="ldam: margin of the smallest class")
-    ldam_scale: float = Field(30.0, gt=0.0, description="ldam: logit scale s")
-    la_tau: float = Field(1.0, ge=0.0, description="logit_adjust: tau (1 = balanced softmax)")
+    temperature: Float = Field(0.1, gt=0.0)
+    prototypes_per_class: Int = Field(1, ge=1, le=1024, description="mpsc only")
+    focal_gamma: Float = Field(1.0, ge=0.0, description="focal, cb_focal: gamma")
+    cb_beta: Float = Field(0.9999, ge=0.0, lt=1.0, description="cb_ce, cb_focal, ldam_drw: effective-number beta")
+    drw_start: Float = Field(0.8, ge=0.0, le=1.0, description="ldam_drw: fraction of epochs before re-weighting")
+    ldam_max_margin: Float = Field(0.5, gt=0.0, description="ldam: margin of the smallest class")
+    ldam_scale: Float = Field(30.0, gt=0.0, description="ldam: logit scale s")
+    la_tau: Float = Field(1.0, ge=0.0, description="logit_adjust: tau (1 = balanced softmax)")
 
     @field_validator("classifier")
     @classmethod
@@ -108,21 +121,21 @@ class LossConfig(Section):
 
 class CurriculumConfig(Section):
     kind: Literal["power", "cosine", "step", "constant", "two_stage"] = "power"
-    power: float = Field(2.0, gt=0.0, description="power: alpha = 1 - (t/T)^power")
+    power: Float = Field(2.0, gt=0.0, description="power: alpha = 1 - (t/T)^power")
     value: Fraction = Field(0.5, description="constant: alpha")
     switch: Fraction = Field(0.5, description="step, two_stage: fraction of epochs before the switch")
     low: Fraction = Field(0.0, description="step: alpha after the switch")
 
 
 class OptimConfig(Section):
-    lr: float = Field(0.5, gt=0.0)
-    momentum: float = Field(0.9, ge=0.0, lt=1.0)
-    weight_decay: float = Field(1e-4, ge=0.0)
-    nesterov: bool = False
+    lr: Float = Field(0.5, gt=0.0)
+    momentum: Float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: Float = Field(1e-4, ge=0.0)
+    nesterov: Bool = False
     schedule: Literal["multistep", "cosine", "constant"] = "multistep"
-    warmup_epochs: float = Field(0.0, ge=0.0)
-    milestones: list[Annotated[int, Field(ge=1)]] = [120, 160]
-    gamma: float = Field(0.1, gt=0.0, le=1.0)
+    warmup_epochs: Float = Field(0.0, ge=0.0)
+    milestones: list[Annotated[int, _Strict(), Field(ge=1)]] = [120, 160]
+    gamma: Float = Field(0.1, gt=0.0, le=1.0)
 
     @field_validator("milestones")
     @classmethod
@@ -133,20 +146,20 @@ class OptimConfig(Section):
 
 
 class TrainConfig(Section):
-    epochs: int = Field(200, ge=1)
-    batch_size: int = Field(512, ge=2, description="per step and stream, summed over workers")
-    eval_batch_size: int = Field(1024, ge=1)
+    epochs: Int = Field(200, ge=1, le=100_000)
+    batch_size: Int = Field(512, ge=2, le=1 << 20, description="per step and stream, summed over workers")
+    eval_batch_size: Int = Field(1024, ge=1, le=1 << 20)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: bool = Field(True, description="bf16 autocast on CUDA")
-    channels_last: bool = Field(True, description="channels_last memory format on CUDA")
-    compile: bool = Field(False, description="torch.compile the objective")
-    checkpoint_every: int = Field(1, ge=1)
-    keep_checkpoints: int = Field(2, ge=1)
+    amp: Bool = Field(True, description="bf16 autocast on CUDA")
+    channels_last: Bool = Field(True, description="channels_last memory format on CUDA")
+    compile: Bool = Field(False, description="torch.compile the objective")
+    checkpoint_every: Int = Field(1, ge=1)
+    keep_checkpoints: Int = Field(2, ge=1)
 
 
 class RunConfig(Section):
-    name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    seed: int = 0
+    name: str = Field("run", pattern=NAME_PATTERN, max_length=MAX_NAME)
+    seed: Int = Field(0, ge=0, le=MAX_SEED)
     data: DataConfig = DataConfig()
     sampler: SamplerConfig = SamplerConfig()
     augment: AugmentConfig = AugmentConfig()
@@ -188,10 +201,9 @@ def parse_override(text: str) -> tuple[list[str], object]:
     key, sep, raw = text.partition("=")
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set: {text!r} is not of the form section.key=value")
-    try:
-        value = yaml.safe_load(raw) if raw else ""
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({exc.problem})") from exc
+    if len(raw) > 10_000:
+        raise ConfigError(f"--set {key}: value of {len(raw)} characters; allowed: at most 10000")
+    value = parse_yaml(raw, f"--set {key}: value {raw!r}") if raw else ""
     return key.split("."), value
 
 
@@ -208,20 +220,90 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
-def read_yaml(path: str | Path, what: str = "config") -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{what} {path}: file not found")
+class _BoundedLoader(yaml.SafeLoader):
+    """Safe YAML without its two traps for a config: an alias (``*a``) is refused, since a few of them
+    expand a small file into gigabytes, and a key given twice is refused instead of the last one winning."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.constructor.ConstructorError(
+                None, None, f"alias *{event.anchor} is not allowed (anchors and aliases are refused; "
+                            f"write the value out)", event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node)
+            except TypeError:  # an unhashable key: let PyYAML say so
+                break
+            if first is not key_node:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (first on line {first.start_mark.line + 1}); "
+                                f"allowed: each key once", key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line: ``line L, column C: problem`` (PyYAML's own text spans several lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"{where}{f'{context}: ' if context else ''}{problem}".replace("\n", " ")
+
+
+def parse_yaml(text: str, source: str):
+    """YAML text as Python values through the bounded loader; errors become one ``ConfigError`` line."""
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{what} {path}: not valid YAML ({exc})") from exc
+        raise ConfigError(f"{source}: not valid YAML ({_yaml_problem(exc)})") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: not valid YAML (nested too deeply; allowed: a few levels of sections)") from None
+
+
+def decode_text(data: bytes, source: str) -> str:
+    """UTF-8 text (a byte-order mark is accepted and dropped); a bad byte is named by line and column."""
+    try:
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{what} {path}: not a text file ({exc.reason})") from exc
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigError(f"{source}: line {line}, column {column}: byte 0x{data[exc.start]:02x} is not UTF-8 "
+                          f"({exc.reason}); allowed: UTF-8 text") from None
+
+
+def read_yaml(path: str | Path, what: str = "config") -> dict:
+    """A config or spec file as a dict: at most ``MAX_YAML_BYTES``, UTF-8, no aliases, no repeated keys."""
+    path = Path(path)
+    shown = f"{what} {path}" + ("" if path.is_absolute() else f" (relative to the working directory {Path.cwd()})")
+    if path.is_dir():
+        raise ConfigError(f"{shown}: is a folder; allowed: a YAML file")
+    if not path.is_file():
+        raise ConfigError(f"{shown}: file not found")
+    try:
+        size = path.stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise ConfigError(f"{what} {path}: {size} bytes; allowed: at most {MAX_YAML_BYTES} bytes (1 MiB)")
+        data = path.read_bytes()
+    except PermissionError:
+        raise ConfigError(f"{what} {path}: not readable (permission denied)") from None
+    except OSError as exc:
+        raise ConfigError(f"{what} {path}: cannot be read ({exc.strerror})") from None
+    if b"\0" in data[:8192]:
+        raise ConfigError(f"{what} {path}: not a text file (it holds NUL bytes); allowed: a UTF-8 YAML file")
+    raw = parse_yaml(decode_text(data, f"{what} {path}"), f"{what} {path}")
     if raw is None:
         return {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{what} {path}: top level must be a mapping of sections, got {type(raw).__name__}")
+    bad = [k for k in raw if not isinstance(k, str)]
+    if bad:
+        raise ConfigError(f"{what} {path}: key {bad[0]!r} is a {type(bad[0]).__name__}; allowed: names (text)")
     return raw
 
 

@@ -17,7 +17,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hybridlt.sweep.config import (
+    MAX_NAME,
+    MAX_SEED,
+    NAME_PATTERN,
+    Bool,
     ConfigError,
+    Float,
+    Int,
     RunConfig,
     apply_overrides,
     format_validation_error,
@@ -29,20 +35,20 @@ DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice", "grid")
 EPOCH_METRICS = ("acc", "balanced_acc", "many_acc", "medium_acc", "few_acc", "loss", "ce_loss", "con_loss")
 
 
-IntRange = tuple[int, int]  # named before Param, whose field "int" shadows the builtin
+IntRange = tuple[Int, Int]  # named before Param, whose field "int" shadows the builtin
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Param(Strict):
-    loguniform: tuple[float, float] | None = None
-    uniform: tuple[float, float] | None = None
+    loguniform: tuple[Float, Float] | None = None
+    uniform: tuple[Float, Float] | None = None
     int: IntRange | None = None
     choice: list[Any] | None = None
     grid: list[Any] | None = None
-    log: bool = Field(False, description="int: sample on a log scale")
+    log: Bool = Field(False, description="int: sample on a log scale")
     when: dict[str, Any | list[Any]] = Field(default_factory=dict,
                                              description="sample only when these paths have these values")
 
@@ -95,26 +101,26 @@ class Objective(Strict):
 
 class Search(Strict):
     algorithm: Literal["tpe", "random", "grid"] = "tpe"
-    seed: int = 0
+    seed: Int = Field(0, ge=0, le=MAX_SEED)
 
 
 class Scheduler(Strict):
     kind: Literal["asha", "none"] = "asha"
-    grace_period: int = Field(5, ge=1, description="epochs every trial runs before ASHA may stop it")
-    reduction_factor: float = Field(3.0, gt=1.0)
+    grace_period: Int = Field(5, ge=1, description="epochs every trial runs before ASHA may stop it")
+    reduction_factor: Float = Field(3.0, gt=1.0)
 
 
 class Resources(Strict):
-    workers: int = Field(1, ge=1, description="DDP workers per trial (Ray Train)")
-    cpus_per_worker: float = Field(1.0, gt=0)
-    gpus_per_worker: float = Field(0.0, ge=0, description="fractional: 0.25 = four trials share a GPU")
-    use_train: bool | None = Field(None, description="run one-worker trials through Ray Train too "
+    workers: Int = Field(1, ge=1, description="DDP workers per trial (Ray Train)")
+    cpus_per_worker: Float = Field(1.0, gt=0)
+    gpus_per_worker: Float = Field(0.0, ge=0, description="fractional: 0.25 = four trials share a GPU")
+    use_train: Bool | None = Field(None, description="run one-worker trials through Ray Train too "
                                                      "(default: only when workers > 1)")
-    max_failures: int = Field(2, ge=0, description="restarts of a trial from its checkpoint after a lost worker")
+    max_failures: Int = Field(2, ge=0, description="restarts of a trial from its checkpoint after a lost worker")
 
 
 class SweepSpec(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=NAME_PATTERN, max_length=MAX_NAME)
     storage: str = "runs/sweeps"
     base: str | dict = Field(description="a run config: a YAML path (relative to the spec) or a mapping")
     overrides: list[str] = Field(default_factory=list, description="--set style overrides of the base")
@@ -123,9 +129,9 @@ class SweepSpec(Strict):
     search: Search = Search()
     scheduler: Scheduler = Scheduler()
     resources: Resources = Resources()
-    trials: int = Field(16, ge=1, description="trials to run (grid: repeats of the whole grid)")
-    concurrency: int | None = Field(None, ge=1, description="default: as many as the resources allow")
-    time_budget_s: float | None = Field(None, gt=0)
+    trials: Int = Field(16, ge=1, le=100_000, description="trials to run (grid: repeats of the whole grid)")
+    concurrency: Int | None = Field(None, ge=1, description="default: as many as the resources allow")
+    time_budget_s: Float | None = Field(None, gt=0)
 
     @property
     def storage_uri(self) -> str:
