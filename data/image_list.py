@@ -31,10 +31,27 @@ def _safe_path(root: Path, rel: str, where: str) -> Path:
     return path
 
 
+MAX_LIST_BYTES = 1 << 30
+
+
+def _read_list_text(list_path: Path) -> str:
+    """The list's text: UTF-8 (a byte-order mark dropped); a bad byte is named by line."""
+    size = list_path.stat().st_size
+    if size > MAX_LIST_BYTES:
+        raise ImageListError(f"{list_path}: {size} bytes; allowed: at most {MAX_LIST_BYTES} bytes")
+    data = list_path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ImageListError(f"{list_path}:{line}: byte 0x{data[exc.start]:02x} is not UTF-8 ({exc.reason}); "
+                             f"allowed: UTF-8 text") from None
+
+
 def read_text_list(list_path: Path, root: Path) -> tuple[list[Path], list[int]]:
     """Lines ``relative/path label`` (blank lines and ``#`` comments skipped)."""
     paths, labels = [], []
-    for n, line in enumerate(list_path.read_text().splitlines(), 1):
+    for n, line in enumerate(_read_list_text(list_path).splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -52,11 +69,11 @@ def read_inat_json(json_path: Path, root: Path) -> tuple[list[Path], list[int], 
     """iNaturalist's official format: ``images`` (id, file_name), ``annotations`` (image_id,
     category_id), ``categories`` (id, name)."""
     try:
-        doc = json.loads(json_path.read_text())
+        doc = json.loads(_read_list_text(json_path))
         files = {img["id"]: img["file_name"] for img in doc["images"]}
         names = {int(c["id"]): str(c.get("name", c["id"])) for c in doc.get("categories", [])}
         pairs = [(files[a["image_id"]], int(a["category_id"])) for a in doc["annotations"]]
-    except (ValueError, KeyError, TypeError) as exc:  # ValueError: bad JSON or a non-integer id
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:  # ValueError: bad JSON
         raise ImageListError(f"{json_path}: not an iNaturalist annotation file ({type(exc).__name__}: {exc})") from exc
     negative = [c for _, c in pairs if c < 0]
     if negative:
@@ -69,7 +86,8 @@ def read_image_list(list_path: str | Path, root: str | Path):
     """Paths and labels from a ``.json`` (iNaturalist) or text list; names by class id if known."""
     list_path, root = Path(list_path), Path(root).expanduser().resolve()
     if not list_path.is_file():
-        raise ImageListError(f"data.train_list/val_list: {list_path}: file not found")
+        base = "" if list_path.is_absolute() else f" (relative to the working directory {Path.cwd()})"
+        raise ImageListError(f"data.train_list/val_list: {list_path}{base}: file not found")
     if list_path.suffix == ".json":
         return read_inat_json(list_path, root)
     paths, labels = read_text_list(list_path, root)
@@ -79,9 +97,29 @@ def read_image_list(list_path: str | Path, root: str | Path):
 JPEG_SUFFIXES = (".jpg", ".jpeg", ".JPG", ".JPEG")
 
 
-def decode_rgb(path: Path, min_side: int | None = None) -> torch.Tensor:
+MAX_IMAGE_PIXELS = 40_000_000
+
+
+def check_image_size(path: Path, max_pixels: int) -> None:
+    """Refuse an image whose header claims more than ``max_pixels`` (read from the header, not decoded)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+    except Image.DecompressionBombError as exc:
+        raise ImageListError(f"{path}: {exc}; allowed: data.max_image_pixels {max_pixels}") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageListError(f"{path}: cannot decode image ({exc})") from None
+    if width * height > max_pixels:
+        raise ImageListError(f"{path}: {width} x {height} = {width * height} pixels; allowed: at most "
+                             f"data.max_image_pixels = {max_pixels}")
+
+
+def decode_rgb(path: Path, min_side: int | None = None, max_pixels: int = MAX_IMAGE_PIXELS) -> torch.Tensor:
     """uint8 ``[3, H, W]``. With ``min_side``, a JPEG is decoded at the smallest DCT scale (1/2, 1/4,
     1/8) that keeps both sides >= ``min_side``: decoding sized to the crop, not to the file."""
+    check_image_size(path, max_pixels)
     try:
         if min_side and path.suffix in JPEG_SUFFIXES:
             from PIL import Image
@@ -101,14 +139,16 @@ class ImageListDataset(torch.utils.data.Dataset):
     ``decode_size``: decode JPEGs no larger than needed for crops of that size (see ``decode_rgb``).
     """
 
-    def __init__(self, paths: list[Path], labels: list[int], transform=None, decode_size: int | None = None):
+    def __init__(self, paths: list[Path], labels: list[int], transform=None, decode_size: int | None = None,
+                 max_pixels: int = MAX_IMAGE_PIXELS):
         self.paths, self.labels, self.transform, self.decode_size = paths, labels, transform, decode_size
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        image = decode_rgb(self.paths[i], self.decode_size)
+        image = decode_rgb(self.paths[i], self.decode_size, self.max_pixels)
         return (self.transform(image) if self.transform else image), self.labels[i]
 
 
@@ -167,7 +207,14 @@ def load_image_lists(train_list: str | Path, val_list: str | Path, root: str | P
     test_paths, test_labels, _ = read_image_list(val_list, root)
     if not train_paths:
         raise ImageListError(f"data.train_list: {train_list}: no images listed")
-    num_classes = max(train_labels) + 1
+    if not test_paths:
+        raise ImageListError(f"data.val_list: {val_list}: no images listed; allowed: at least one "
+                             f"(an empty validation set reports no accuracy)")
+    top = max(train_labels)
+    if top >= len(train_labels):  # checked before anything is sized by it
+        raise ImageListError(f"data.train_list: {train_list}: label {top} with only {len(train_labels)} images; "
+                             f"allowed: labels 0 .. C-1 without gaps, every class with an image")
+    num_classes = top + 1
     empty = sorted(set(range(num_classes)) - set(train_labels))
     if empty:
         raise ImageListError(f"data.train_list: {train_list}: class {empty[0]} has no training image "

@@ -24,12 +24,16 @@ def long_tail_counts(num_classes: int, max_count: int, imbalance_ratio: float,
     if profile == "exp":
         if num_classes == 1:
             return [int(max_count)]
-        return [int(max_count * (1.0 / imbalance_ratio) ** (i / (num_classes - 1)))
-                for i in range(num_classes)]
-    if profile == "step":
+        counts = [int(max_count * (1.0 / imbalance_ratio) ** (i / (num_classes - 1))) for i in range(num_classes)]
+    elif profile == "step":
         half = max(1, num_classes // 2)
-        return [int(max_count)] * half + [int(max_count / imbalance_ratio)] * (num_classes - half)
-    raise ValueError(f"data.profile: unknown value {profile!r}; allowed: {PROFILES}")
+        counts = [int(max_count)] * half + [int(max_count / imbalance_ratio)] * (num_classes - half)
+    else:
+        raise ValueError(f"data.profile: unknown value {profile!r}; allowed: {PROFILES}")
+    if min(counts) < 1:
+        raise ValueError(f"data.imbalance_ratio: {imbalance_ratio} leaves class {counts.index(min(counts))} with 0 "
+                         f"images (largest class {max_count}); allowed: at most {max_count} for this max_count")
+    return counts
 
 
 def subsample_per_class(labels: np.ndarray, counts: Sequence[int], seed: int) -> np.ndarray:

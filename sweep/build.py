@@ -77,6 +77,7 @@ def _eval_batches(data, cfg: RunConfig, rank: int, world_size: int, normalize, d
         return lambda: ((normalize(x[i:i + bs]), y[i:i + bs]) for i in range(0, len(y), bs))
     data.test.transform = eval_transform(cfg.data.image_size)
     data.test.decode_size = int(round(cfg.data.image_size / 0.875))
+    data.test.max_pixels = cfg.data.max_image_pixels
     subset = torch.utils.data.Subset(data.test, range(rank, len(data.test), world_size))
     loader = torch.utils.data.DataLoader(subset, batch_size=cfg.train.eval_batch_size,
                                          num_workers=cfg.data.loader_workers, pin_memory=device.type == "cuda")
@@ -95,8 +96,10 @@ def _streams(data, cfg: RunConfig, labels, rank: int, world_size: int, device: t
     size = cfg.data.image_size
     plain = train_transform(size, None, grayscale_p=a.grayscale_p, flip=a.flip)
     jittered = train_transform(size, tuple(a.jitter), a.jitter_p, a.grayscale_p, a.flip)
-    con_ds = type(data.train)(data.train.paths, data.train.labels, TwoViews(jittered, plain), decode_size=size)
-    ce_ds = type(data.train)(data.train.paths, data.train.labels, plain, decode_size=size)
+    con_ds = type(data.train)(data.train.paths, data.train.labels, TwoViews(jittered, plain), decode_size=size,
+                            max_pixels=cfg.data.max_image_pixels)
+    ce_ds = type(data.train)(data.train.paths, data.train.labels, plain, decode_size=size,
+                             max_pixels=cfg.data.max_image_pixels)
     workers = cfg.data.loader_workers
     loader = dict(batch_size=cfg.train.batch_size // world_size, num_workers=workers, pin_memory=device.type == "cuda",
                   persistent_workers=workers > 0, drop_last=False)

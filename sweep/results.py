@@ -114,6 +114,10 @@ def read_table_file(loc: Location, table: str) -> pa.Table | None:
     except (pa.ArrowInvalid, OSError) as exc:
         warnings.warn(f"results store: skipping {loc}: not a readable Parquet file ({exc})", stacklevel=2)
         return None
+    version = (data.schema.metadata or {}).get(b"hybridlt_schema_version")
+    if version is not None and (not version.isdigit() or int(version) > SCHEMA_VERSION):
+        raise StoreError(f"results store: {loc}: written by store schema version {version.decode(errors='replace')}; "
+                         f"this hybridlt reads versions up to {SCHEMA_VERSION}: upgrade hybridlt to read it")
     missing = REQUIRED[table] - set(data.schema.names)
     if missing:
         warnings.warn(f"results store: skipping {loc}: not a hybridlt {table} file "
@@ -131,7 +135,32 @@ def read_dataset(root: str | Path | Location, table: str, name_prefix: str = "")
     folder = Location.of(root) / table
     parts = [read_table_file(loc, table) for loc in folder.files(".parquet") if loc.name.startswith(name_prefix)]
     parts = [p for p in parts if p is not None]
-    return pa.concat_tables(parts, promote_options="default") if parts else None
+    try:
+        return pa.concat_tables(parts, promote_options="default") if parts else None
+    except (pa.ArrowTypeError, pa.ArrowInvalid) as exc:
+        raise StoreError(f"results store: {folder}: its files disagree on column types ({exc}); "
+                         f"allowed: files of one sweep, as hybridlt wrote them") from None
+
+
+def read_sweep_yaml(root: Location) -> dict:
+    """``sweep.yaml`` of a store ({} when absent); a broken one is a ``StoreError`` naming it."""
+    sweep_file = root / "sweep.yaml"
+    if not sweep_file.exists():
+        return {}
+    from hybridlt.sweep.config import ConfigError, decode_text, parse_yaml
+
+    try:
+        doc = parse_yaml(decode_text(sweep_file.read_bytes(), str(sweep_file)), str(sweep_file))
+    except ConfigError as exc:
+        raise StoreError(f"results store: {exc}") from None
+    if not isinstance(doc, dict):
+        raise StoreError(f"results store: {sweep_file}: not a sweep record (a mapping expected, "
+                         f"got {type(doc).__name__})")
+    version = doc.get("schema_version", SCHEMA_VERSION)
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise StoreError(f"results store: {sweep_file}: schema_version {version!r}; this hybridlt reads "
+                         f"versions up to {SCHEMA_VERSION}: upgrade hybridlt to read it")
+    return doc
 
 
 def open_store(where: str | Path) -> Location:
@@ -197,17 +226,23 @@ def export_best(results, output, metric: str | None = None, mode: str | None = N
     trials = read_dataset(root, "trials")
     if trials is None or trials.num_rows == 0:
         raise ConfigError(f"RESULTS: {root} holds no finished trial yet")
-    sweep_file = root / "sweep.yaml"
-    sweep_doc = yaml.safe_load(sweep_file.read_bytes()) if sweep_file.exists() else {}
+    sweep_doc = read_sweep_yaml(root)
     metrics, modes = sweep_objective(sweep_doc)
     metric, mode = metric or metrics[0], mode or modes[0]
     best = best_trial(trials.to_pylist(), metric, mode)
     if best is None:
         raise ConfigError(f"--metric: no trial reported {metric!r}")
     out = Path(output)
+    if out.is_dir():
+        raise InputError(f"-o: {out} is a folder; allowed: a file path")
     if out.exists() and not force:
         raise OutputExistsError(f"-o: {out} exists; pass --force to overwrite it")
-    write_text_atomic(exported_config(best, root, metric), out)
+    text = exported_config(best, root, metric)
+    try:
+        write_text_atomic(text, out)
+    except OSError as exc:
+        raise InputError(f"-o: {out}: cannot be written ({exc.strerror or exc}); "
+                         f"allowed: a writable file path") from None
     return {**best, "_metric": metric}
 
 
@@ -219,7 +254,12 @@ def exported_config(row: dict, root, metric: str) -> str:
     text = row.get("config_yaml")
     if not isinstance(text, str) or not text:
         raise ConfigError(f"trial {row['trial_id']}: no resolved config was stored")
-    cfg = validate_run_config(yaml.safe_load(text), f"trial {row['trial_id']}")
+    from hybridlt.sweep.config import parse_yaml
+
+    raw = parse_yaml(text, f"trial {row['trial_id']}: stored config")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"trial {row['trial_id']}: stored config is not a mapping")
+    cfg = validate_run_config(raw, f"trial {row['trial_id']}")
     cfg = cfg.model_copy(update={"name": f"{cfg.name}-best"})
     value = row.get(f"final_{metric}")
     shown = "-" if value is None or value != value else f"{100 * value:.1f}"
