@@ -210,15 +210,13 @@ def load_image_lists(train_list: str | Path, val_list: str | Path, root: str | P
     if not test_paths:
         raise ImageListError(f"data.val_list: {val_list}: no images listed; allowed: at least one "
                              f"(an empty validation set reports no accuracy)")
-    top = max(train_labels)
-    if top >= len(train_labels):  # checked before anything is sized by it
-        raise ImageListError(f"data.train_list: {train_list}: label {top} with only {len(train_labels)} images; "
-                             f"allowed: labels 0 .. C-1 without gaps, every class with an image")
-    num_classes = top + 1
-    empty = sorted(set(range(num_classes)) - set(train_labels))
-    if empty:
-        raise ImageListError(f"data.train_list: {train_list}: class {empty[0]} has no training image "
-                             f"({len(empty)} empty classes); labels must be 0 .. C-1 without gaps")
+    present = sorted(set(train_labels))  # nothing is sized by a label before it is checked
+    if present[-1] != len(present) - 1:
+        gap = next(i for i, c in enumerate(present) if c != i)
+        raise ImageListError(f"data.train_list: {train_list}: class {gap} has no training image "
+                             f"({present[-1] + 1 - len(present)} empty classes up to label {present[-1]}); "
+                             f"labels must be 0 .. C-1 without gaps")
+    num_classes = len(present)
     unknown = sorted(set(test_labels) - set(range(num_classes)))
     if unknown:
         raise ImageListError(f"data.val_list: {val_list}: label {unknown[0]} is not a training class "
