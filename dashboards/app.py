@@ -20,14 +20,15 @@ from dash.dash_table.Format import Format, Scheme
 
 from hybridlt.dashboards import figures as fg
 from hybridlt.dashboards import queries as q
+from hybridlt.sweep.metrics import METRICS
 from hybridlt.sweep.results import StoreError
 from hybridlt.sweep.store import Location
 
 HEATMAP_ROWS = 200
 CLASS_BINS = 200
 DEFAULT_SELECTED = 5
-METRIC_COLUMNS = [("final_acc", "acc"), ("final_many_acc", "many"), ("final_medium_acc", "medium"),
-                  ("final_few_acc", "few"), ("final_balanced_acc", "balanced"), ("best_acc", "best acc")]
+METRIC_COLUMNS = [*[(f"final_{m}", METRICS[m].label) for m in ("acc", "many_acc", "medium_acc", "few_acc",
+                                                                 "balanced_acc")], ("best_acc", "best overall")]
 GRAPHS = ("heatmap", "class-rank", "groups", "parallel", "importance", "slices", "curves")
 CARD = {"background": "white", "borderRadius": "8px", "padding": "12px 16px", "margin": "12px 0",
         "boxShadow": "0 1px 3px rgba(0,0,0,0.12)"}
@@ -348,7 +349,7 @@ def config_yaml(cache: q.ResultsCache, trial_id: str | None, metric: str) -> str
     try:
         return q.export_yaml(cache.trials(), trial_id, cache.root, metric)
     except (KeyError, ValueError) as exc:
-        return f"trial {trial_id}: {exc}"
+        return f"trial {trial_id}: {exc.args[0] if exc.args else exc}"
 
 
 # ---- entry points -----------------------------------------------------------------------------------
@@ -379,8 +380,8 @@ def _build(results_path: str | Path | Location, refresh_s: float) -> tuple[Dash,
 
 
 def _warm(cache: q.ResultsCache, memo: Memo, refresh_s: float) -> None:
-    """The first page's slow steps while nobody waits: per-class files, importance, the config validator's
-    imports (torch). Best effort: a failure here happens again, and is shown, when the page asks."""
+    """The first page's slow steps while nobody waits: per-class files and importance.
+    Best effort: a failure here happens again, and is shown, when the page asks."""
     try:
         build_layout(cache, memo, refresh_s)
     except Exception as exc:  # noqa: BLE001

@@ -14,6 +14,7 @@ from plotly.colors import qualitative, sample_colorscale
 from plotly.subplots import make_subplots
 
 from hybridlt.dashboards.queries import GROUPS, ClassMatrix
+from hybridlt.sweep.metrics import ACCURACY_METRICS, METRICS
 
 _AXIS = {"gridcolor": "#EBF0F8", "linecolor": "#EBF0F8", "zerolinecolor": "#EBF0F8", "automargin": True}
 # plotly_white's look in a few keys: the full template costs ~9 ms a figure and ~10 KB of JSON each
@@ -22,8 +23,8 @@ TEMPLATE = go.layout.Template(layout={"paper_bgcolor": "white", "plot_bgcolor": 
                                       "hoverlabel": {"align": "left"}})
 TRIAL_COLORS = qualitative.Plotly + qualitative.D3
 GROUP_COLORS = {"many": "#1f77b4", "medium": "#ff9f1c", "few": "#d62728", "all": "#7f7f7f"}
-METRIC_LABELS = {"acc": "accuracy", "balanced_acc": "balanced accuracy", "many_acc": "many-shot accuracy",
-                 "medium_acc": "medium-shot accuracy", "few_acc": "few-shot accuracy"}
+METRIC_LABELS = {m: ("accuracy" if m == "acc" else f"{METRICS[m].label}{'' if m == 'balanced_acc' else '-shot'} "
+                     "accuracy") for m in ACCURACY_METRICS}
 
 
 def label(column: str) -> str:

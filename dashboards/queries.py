@@ -9,7 +9,6 @@ small frames the figures draw. Foreign or unreadable files are skipped with a wa
 from __future__ import annotations
 
 import math
-import re
 import threading
 import time
 import warnings
@@ -19,8 +18,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.fs as pafs
-import yaml
 
 from hybridlt.sweep.results import (
     GROUP_METRICS,
@@ -29,14 +26,14 @@ from hybridlt.sweep.results import (
     exported_config,
     open_store,
     pareto_front,
+    read_sweep_doc,
     read_table_file,
     sweep_objective,
     trial_summary,
     trials_schema,
 )
-from hybridlt.sweep.store import EPOCH_SCHEMA, Location
+from hybridlt.sweep.store import EPOCH_FILE, EPOCH_SCHEMA, PARETO_FILE, SWEEP_YAML, Location, list_parquet
 
-EPOCH_FILE = re.compile(r"^(?P<trial>.+)-epoch-(?P<epoch>\d+)\.parquet$")
 GROUPS = ("many", "medium", "few")
 METRICS = GROUP_METRICS
 FANOVA_MAX_TRIALS = 200
@@ -45,14 +42,7 @@ FANOVA_MAX_TRIALS = 200
 Listing = dict[str, tuple[int, int]]  # file name -> (size, mtime in ns): a changed file is read again
 
 
-def list_folder(folder: Location) -> Listing:
-    """Visible ``.parquet`` files directly inside ``folder`` (temp files start with '.'); one listing call."""
-    try:
-        infos = folder.fs.get_file_info(pafs.FileSelector(folder.path, recursive=False, allow_not_found=True))
-    except (OSError, pa.ArrowInvalid):
-        return {}
-    return {i.base_name: (i.size, i.mtime_ns or 0) for i in infos
-            if i.size is not None and i.base_name.endswith(".parquet") and not i.base_name.startswith((".", "_"))}
+list_folder = list_parquet
 
 
 def epoch_files(names: list[str], folder: Location, table: str) -> dict[str, dict[int, str]]:
@@ -159,17 +149,17 @@ class ResultsCache:
 
     def _read_extras(self) -> bool:
         """``sweep.yaml`` (once) and ``pareto.parquet`` (again when it changes); returns whether the front did."""
-        if not self.sweep_doc and (self.root / "sweep.yaml").exists():
+        if not self.sweep_doc and (self.root / SWEEP_YAML).exists():
             try:
-                self.sweep_doc = yaml.safe_load((self.root / "sweep.yaml").read_bytes()) or {}
-            except (yaml.YAMLError, OSError) as exc:
-                warnings.warn(f"results store: {self.root / 'sweep.yaml'} is not readable YAML ({exc})", stacklevel=2)
+                self.sweep_doc = read_sweep_doc(self.root)
+            except StoreError as exc:
+                warnings.warn(f"results store: {exc}", stacklevel=2)
                 self.sweep_doc = {"unreadable": True}
-        listing = {k: v for k, v in list_folder(self.root).items() if k == "pareto.parquet"}
+        listing = {k: v for k, v in list_folder(self.root).items() if k == PARETO_FILE}
         if listing == self._files.get("pareto"):
             return False
         self._files["pareto"] = listing
-        data = self._read("pareto", "pareto.parquet") if listing else None
+        data = self._read("pareto", PARETO_FILE) if listing else None
         self._pareto = None if data is None else set(data.column("trial_id").to_pylist())
         return True
 
@@ -445,7 +435,7 @@ def export_yaml(trials: pd.DataFrame, trial_id: str, root: Location | str, metri
     """The YAML ``hybridlt export-best`` would write for this trial."""
     rows = trials[trials["trial_id"] == trial_id]
     if rows.empty:
-        raise KeyError(trial_id)
+        raise KeyError(f"no such trial in {root}")
     return exported_config(rows.iloc[0].to_dict(), root, metric)
 
 

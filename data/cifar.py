@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hybridlt.data.dataset import DATASETS
 from hybridlt.data.long_tail import long_tail_counts, subsample_per_class
 from hybridlt.data.memory import InMemoryData
 from hybridlt.errors import InputError
@@ -162,3 +163,17 @@ def load_cifar_lt(name: str, root: str | Path, imbalance_ratio: float = 100.0, p
     keep = subsample_per_class(train_y, long_tail_counts(num_classes, per_class, imbalance_ratio, profile), seed)
     return InMemoryData(torch.from_numpy(train_x[keep]), torch.from_numpy(train_y[keep]),
                         torch.from_numpy(test_x), torch.from_numpy(test_y), class_names)
+
+
+@DATASETS.register("cifar10_lt")
+def load_cifar10_lt(root: str, imbalance_ratio: float = 100.0, profile: str = "exp", max_count: int | None = None,
+                    seed: int = 0, download: bool = False) -> InMemoryData:
+    """CIFAR-10-LT from torchvision's ``cifar-10-batches-py`` under ``data.root``."""
+    return load_cifar_lt("cifar10", root, imbalance_ratio, profile, max_count, seed, download)
+
+
+@DATASETS.register("cifar100_lt")
+def load_cifar100_lt(root: str, imbalance_ratio: float = 100.0, profile: str = "exp", max_count: int | None = None,
+                     seed: int = 0, download: bool = False) -> InMemoryData:
+    """CIFAR-100-LT from torchvision's ``cifar-100-python`` under ``data.root``."""
+    return load_cifar_lt("cifar100", root, imbalance_ratio, profile, max_count, seed, download)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from hybridlt.data.dataset import DATASETS
 from hybridlt.data.long_tail import long_tail_counts, subsample_per_class
 from hybridlt.data.memory import InMemoryData
 
 
-def load_digits_lt(imbalance_ratio: float = 20.0, max_count: int = 120, test_per_class: int = 50,
+@DATASETS.register("digits_lt")
+def load_digits_lt(imbalance_ratio: float = 20.0, max_count: int | None = 120, test_per_class: int = 50,
                    profile: str = "exp", seed: int = 0) -> InMemoryData:
     """A balanced test set (``test_per_class`` per class) and a long-tailed train set.
 
@@ -18,6 +20,7 @@ def load_digits_lt(imbalance_ratio: float = 20.0, max_count: int = 120, test_per
     """
     from sklearn.datasets import load_digits
 
+    max_count = max_count or 120
     bunch = load_digits()
     images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
     labels = bunch.target.astype(np.int64)

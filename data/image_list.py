@@ -14,6 +14,7 @@ import torch
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
+from hybridlt.data.dataset import DATASETS
 from hybridlt.errors import InputError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -198,6 +199,44 @@ class ImageListData:
         return torch.as_tensor(self.test.labels, dtype=torch.long)
 
     in_channels = 3
+    max_pixels: int = MAX_IMAGE_PIXELS  # data.max_image_pixels, checked per image before decoding
+
+    def train_streams(self, con_sampler, ce_sampler, *, device, batch_size: int, world_size: int, augment: dict,
+                      image_size: int, loader_workers: int, **_):
+        """Both streams through DataLoader workers that decode and augment with torchvision."""
+        from hybridlt.data.streams import LoaderStreams
+
+        a = augment
+        plain = train_transform(image_size, None, grayscale_p=a["grayscale_p"], flip=a["flip"])
+        jittered = train_transform(image_size, tuple(a["jitter"]), a["jitter_p"], a["grayscale_p"], a["flip"])
+        con_ds = ImageListDataset(self.train.paths, self.train.labels, TwoViews(jittered, plain), image_size,
+                                  self.max_pixels)
+        ce_ds = ImageListDataset(self.train.paths, self.train.labels, plain, image_size, self.max_pixels)
+        loader = dict(batch_size=batch_size // world_size, num_workers=loader_workers,
+                      pin_memory=torch.device(device).type == "cuda", persistent_workers=loader_workers > 0,
+                      drop_last=False)
+        return LoaderStreams(torch.utils.data.DataLoader(con_ds, sampler=con_sampler, **loader),
+                             torch.utils.data.DataLoader(ce_ds, sampler=ce_sampler, **loader), device)
+
+    def eval_batches(self, *, rank: int, world_size: int, batch_size: int, device, image_size: int,
+                     loader_workers: int, **_):
+        """This rank's share of the validation list, resized and centre-cropped in DataLoader workers."""
+        test = ImageListDataset(self.test.paths, self.test.labels, eval_transform(image_size),
+                                int(round(image_size / 0.875)), self.max_pixels)
+        subset = torch.utils.data.Subset(test, range(rank, len(test), world_size))
+        loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, num_workers=loader_workers,
+                                             pin_memory=torch.device(device).type == "cuda")
+        return lambda: iter(loader)
+
+
+@DATASETS.register("inat2018")
+@DATASETS.register("image_list")
+def load_image_list_dataset(train_list: str, val_list: str, root: str,
+                            max_image_pixels: int = MAX_IMAGE_PIXELS) -> ImageListData:
+    """iNaturalist 2018 (official JSON) or ``path label`` text lists under ``data.root``."""
+    data = load_image_lists(train_list, val_list, root)
+    data.max_pixels = max_image_pixels
+    return data
 
 
 def load_image_lists(train_list: str | Path, val_list: str | Path, root: str | Path,

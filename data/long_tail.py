@@ -6,30 +6,35 @@ from collections.abc import Sequence
 
 import numpy as np
 
-PROFILES = ("exp", "step")
+from hybridlt.registry import Registry
+
 GROUPS = ("many", "medium", "few")
+PROFILES = Registry("data.profile")  # fn(num_classes, max_count, imbalance_ratio) -> counts, class 0 the largest
+
+
+@PROFILES.register("exp")
+def exp_profile(num_classes: int, max_count: int, imbalance_ratio: float) -> list[int]:
+    """``int(max_count * (1/ratio) ** (i / (C - 1)))`` (the LDAM-DRW convention)."""
+    if num_classes == 1:
+        return [int(max_count)]
+    return [int(max_count * (1.0 / imbalance_ratio) ** (i / (num_classes - 1))) for i in range(num_classes)]
+
+
+@PROFILES.register("step")
+def step_profile(num_classes: int, max_count: int, imbalance_ratio: float) -> list[int]:
+    """The first half of the classes at ``max_count``, the rest at ``int(max_count / ratio)``."""
+    half = max(1, num_classes // 2)
+    return [int(max_count)] * half + [int(max_count / imbalance_ratio)] * (num_classes - half)
 
 
 def long_tail_counts(num_classes: int, max_count: int, imbalance_ratio: float,
                      profile: str = "exp") -> list[int]:
-    """Per-class training counts, class 0 the largest.
-
-    ``exp``: ``int(max_count * (1/ratio) ** (i / (C - 1)))`` (the LDAM-DRW convention);
-    ``step``: the first half of the classes at ``max_count``, the rest at ``int(max_count / ratio)``.
-    """
+    """Per-class training counts by the profile named ``profile`` (``PROFILES``), class 0 the largest."""
     if num_classes < 1:
         raise ValueError(f"num_classes: {num_classes} given; must be >= 1")
     if imbalance_ratio < 1:
         raise ValueError(f"data.imbalance_ratio: {imbalance_ratio} given; must be >= 1")
-    if profile == "exp":
-        if num_classes == 1:
-            return [int(max_count)]
-        counts = [int(max_count * (1.0 / imbalance_ratio) ** (i / (num_classes - 1))) for i in range(num_classes)]
-    elif profile == "step":
-        half = max(1, num_classes // 2)
-        counts = [int(max_count)] * half + [int(max_count / imbalance_ratio)] * (num_classes - half)
-    else:
-        raise ValueError(f"data.profile: unknown value {profile!r}; allowed: {PROFILES}")
+    counts = PROFILES.build(profile, num_classes=num_classes, max_count=max_count, imbalance_ratio=imbalance_ratio)
     if min(counts) < 1:
         raise ValueError(f"data.imbalance_ratio: {imbalance_ratio} leaves class {counts.index(min(counts))} with 0 "
                          f"images (largest class {max_count}); allowed: at most {max_count} for this max_count")

@@ -12,7 +12,9 @@ import math
 import numpy as np
 import torch
 
-SAMPLERS = ("random", "class_balanced", "sqrt", "positives")
+from hybridlt.registry import Registry
+
+SAMPLERS = Registry("sampler.contrastive/classifier")
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -56,6 +58,7 @@ class EpochSampler(torch.utils.data.Sampler):
         return self.steps_per_epoch * (self.batch_size // self.world_size)
 
 
+@SAMPLERS.register("random")
 class RandomSampler(EpochSampler):
     """Instance-random: concatenated permutations of the whole set (each sample once per pass)."""
 
@@ -70,8 +73,11 @@ class ClassAwareSampler(EpochSampler):
     ``power`` 0 = class-balanced, 0.5 = square-root, 1 = instance-balanced with replacement.
     """
 
-    def __init__(self, labels, batch_size: int, power: float = 0.0, **kwargs):
+    power = 0.0
+
+    def __init__(self, labels, batch_size: int, power: float | None = None, **kwargs):
         super().__init__(labels, batch_size, **kwargs)
+        power = self.power if power is None else power
         counts = np.array([len(ix) for ix in self.by_class], dtype=np.float64)
         weights = np.where(counts > 0, counts**power, 0.0)
         self.class_probs = weights / weights.sum()
@@ -85,6 +91,21 @@ class ClassAwareSampler(EpochSampler):
         return out
 
 
+@SAMPLERS.register("class_balanced")
+class ClassBalancedSampler(ClassAwareSampler):
+    """Every class equally likely (``count ** 0``)."""
+
+    power = 0.0
+
+
+@SAMPLERS.register("sqrt")
+class SquareRootSampler(ClassAwareSampler):
+    """Classes in proportion to the square root of their counts."""
+
+    power = 0.5
+
+
+@SAMPLERS.register("positives")
 class PositivesSampler(EpochSampler):
     """Groups of an anchor and ``positives`` other samples of its class, where the class has them.
 
@@ -115,14 +136,6 @@ class PositivesSampler(EpochSampler):
         return np.concatenate(out)[:n].astype(np.int64)
 
 
-def create_sampler(kind: str, labels, batch_size: int, *, positives: int = 2, **kwargs) -> EpochSampler:
-    """A sampler by name: random, class_balanced, sqrt or positives (K positives per anchor)."""
-    if kind == "random":
-        return RandomSampler(labels, batch_size, **kwargs)
-    if kind == "class_balanced":
-        return ClassAwareSampler(labels, batch_size, power=0.0, **kwargs)
-    if kind == "sqrt":
-        return ClassAwareSampler(labels, batch_size, power=0.5, **kwargs)
-    if kind == "positives":
-        return PositivesSampler(labels, batch_size, positives=positives, **kwargs)
-    raise ValueError(f"sampler: unknown value {kind!r}; allowed: {SAMPLERS}")
+def create_sampler(kind: str, labels, batch_size: int, **fields) -> EpochSampler:
+    """A sampler by name (``SAMPLERS``); ``fields`` it does not take (``positives``) are left out."""
+    return SAMPLERS.build(kind, labels=labels, batch_size=batch_size, **fields)

@@ -16,6 +16,7 @@ from hybridlt import __version__
 from hybridlt.data.long_tail import class_counts, shot_groups
 from hybridlt.errors import HybridLTError
 from hybridlt.sweep.config import ConfigError, load_run_config
+from hybridlt.sweep.metrics import ACCURACY_METRICS, METRICS
 
 console = Console(width=None if sys.stdout.isatty() else 140)
 
@@ -30,9 +31,9 @@ def group_of(c: int, groups: dict[str, list[int]]) -> str:
 
 def summary_table(metrics: dict, title: str = "test accuracy (%)") -> Table:
     table = Table(title=title)
-    for col in ("overall", "balanced", "many", "medium", "few"):
-        table.add_column(col, justify="right")
-    table.add_row(*(_pct(metrics.get(k)) for k in ("acc", "balanced_acc", "many_acc", "medium_acc", "few_acc")))
+    for m in ACCURACY_METRICS:
+        table.add_column(METRICS[m].label, justify="right")
+    table.add_row(*(_pct(metrics.get(m)) for m in ACCURACY_METRICS))
     return table
 
 
@@ -139,14 +140,15 @@ def trials_table(trials: list[dict], metric: str, mode: str, limit: int = 10) ->
                   reverse=True)
     params = sorted({k for t in trials for k in t if k.startswith("param.")})
     table = Table(title=f"trials by final {metric} ({len(trials)} in all, top {min(limit, len(trials))})")
-    for col in ("trial", "status", "epochs", *[p.removeprefix("param.") for p in params], "acc", "many", "medium",
-                "few"):
+    shown = [m for m in ACCURACY_METRICS if m != "balanced_acc"]
+    for col in ("trial", "status", "epochs", *[p.removeprefix("param.") for p in params],
+                *[METRICS[m].label for m in shown]):
         table.add_column(col)
     for t in rows[:limit]:
         vals = [t["trial_id"], t["status"], str(t["epochs_done"])]
         vals += ["-" if t.get(p) is None else (f"{t[p]:.3g}" if isinstance(t[p], float) else str(t[p]))
                  for p in params]
-        vals += [_pct(t.get(f"final_{m}")) for m in ("acc", "many_acc", "medium_acc", "few_acc")]
+        vals += [METRICS[m].show(t.get(f"final_{m}")) for m in shown]
         table.add_row(*vals)
     return table
 

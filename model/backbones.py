@@ -6,21 +6,14 @@ Every backbone maps images ``[B, C, H, W]`` to features ``[B, feature_dim]`` and
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-BACKBONES: dict[str, Callable[..., nn.Module]] = {}
+from hybridlt.registry import Registry
 
-
-def register(name: str):
-    def wrap(fn):
-        BACKBONES[name] = fn
-        return fn
-
-    return wrap
+BACKBONES = Registry("model.backbone")
+register = BACKBONES.register
 
 
 class ZeroPadShortcut(nn.Module):
@@ -120,6 +113,4 @@ def resnet50(num_classes: int | None = None, in_channels: int = 3) -> Torchvisio
 
 
 def create_backbone(name: str, num_classes: int | None = None, in_channels: int = 3) -> nn.Module:
-    if name not in BACKBONES:
-        raise ValueError(f"backbone: unknown value {name!r}; allowed: {sorted(BACKBONES)}")
-    return BACKBONES[name](num_classes=num_classes, in_channels=in_channels)
+    return BACKBONES.build(name, num_classes=num_classes, in_channels=in_channels)

@@ -13,8 +13,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from hybridlt.model.backbones import create_backbone
+from hybridlt.registry import Registry
+
+CLASSIFIERS = Registry("model.classifier")  # the classifier head: (in_features, num_classes) -> module
 
 
+CLASSIFIERS.register("linear")(nn.Linear)
+
+
+@CLASSIFIERS.register("cosine")
 class CosineLinear(nn.Module):
     """Cosine classifier: ``normalize(x) @ normalize(W).T`` -> ``[B, C]`` in [-1, 1] (LDAM's NormedLinear)."""
 
@@ -26,9 +33,6 @@ class CosineLinear(nn.Module):
         return F.normalize(x, dim=1) @ F.normalize(self.weight, dim=1).T
 
 
-CLASSIFIERS = ("linear", "cosine")
-
-
 class HybridNet(nn.Module):
     def __init__(self, backbone: nn.Module, num_classes: int, proj_dim: int = 128,
                  proj_hidden: int | None = None, classifier: str = "linear"):
@@ -37,9 +41,7 @@ class HybridNet(nn.Module):
         hidden = proj_hidden or d
         self.backbone = backbone
         self.head = nn.Sequential(nn.Linear(d, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, proj_dim))
-        if classifier not in CLASSIFIERS:
-            raise ValueError(f"model.classifier: unknown value {classifier!r}; allowed: {CLASSIFIERS}")
-        self.classifier = nn.Linear(d, num_classes) if classifier == "linear" else CosineLinear(d, num_classes)
+        self.classifier = CLASSIFIERS[classifier](d, num_classes)
         self.num_classes = num_classes
         self.proj_dim = proj_dim
 

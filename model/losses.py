@@ -7,12 +7,19 @@ and ``labels`` ``[B]`` (int64). All return a scalar tensor: the mean over anchor
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from hybridlt.registry import Registry
+
+# The feature-branch losses (``loss.contrastive``) and the classifier-branch losses (``loss.classifier``).
+# Builders take keyword arguments named like the ``loss.*`` config fields (plus ``num_classes``,
+# ``feat_dim``, ``class_counts``, ``epochs``); each takes the ones it needs.
+CONTRASTIVE_LOSSES = Registry("loss.contrastive")
+CLASSIFIER_LOSSES = Registry("loss.classifier")
 
 
 def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
@@ -30,6 +37,7 @@ def _flatten_views(features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.
     raise ValueError(f"features: expected [B, V, D] or [N, D], got shape {tuple(features.shape)}")
 
 
+@CONTRASTIVE_LOSSES.register("sc")
 class SupConLoss(nn.Module):
     """Supervised contrastive loss (Eq. 2-3).
 
@@ -73,6 +81,7 @@ class SupConLoss(nn.Module):
         return torch.where(has_pos, per_anchor, 0.0).sum() / has_pos.sum().clamp(min=1)
 
 
+@CONTRASTIVE_LOSSES.register("mpsc")
 class MPSCLoss(nn.Module):
     """Multi-prototype supervised contrastive loss (Eq. 5, PAPER.md's definition).
 
@@ -104,6 +113,7 @@ class MPSCLoss(nn.Module):
         return -(weights * log_ratio).sum(1).mean()
 
 
+@CONTRASTIVE_LOSSES.register("psc")
 class PSCLoss(MPSCLoss):
     """Prototypical supervised contrastive loss (Eq. 4): one prototype per class.
 
@@ -124,6 +134,7 @@ class PSCLoss(MPSCLoss):
         return (neg_lse - pos).mean()
 
 
+@CONTRASTIVE_LOSSES.register("ce")
 class FeatureCELoss(nn.Module):
     """Cross-entropy in the feature branch (the paper's CE-CE comparison).
 
@@ -141,21 +152,9 @@ class FeatureCELoss(nn.Module):
         return F.cross_entropy(_at_least_fp32(self.classifier(z)) / self.temperature, y)
 
 
-def build_contrastive_loss(name: str, num_classes: int, feat_dim: int, temperature: float,
-                           prototypes_per_class: int = 1) -> nn.Module:
-    """The feature-branch loss by name: ``sc``, ``psc``, ``mpsc`` or ``ce`` (CE-CE)."""
-    if name == "sc":
-        return SupConLoss(temperature, num_classes)
-    if name == "psc":
-        return PSCLoss(num_classes, feat_dim, temperature)
-    if name == "mpsc":
-        return MPSCLoss(num_classes, feat_dim, prototypes_per_class, temperature)
-    if name == "ce":
-        return FeatureCELoss(num_classes, feat_dim, temperature)
-    raise ValueError(f"loss.contrastive: unknown value {name!r}; allowed: {CONTRASTIVE_LOSSES}")
-
-
-CONTRASTIVE_LOSSES = ("sc", "psc", "mpsc", "ce")
+def build_contrastive_loss(name: str, num_classes: int, feat_dim: int, **fields) -> nn.Module:
+    """The feature-branch loss by name (``CONTRASTIVE_LOSSES``); ``fields`` are ``loss.*`` config fields."""
+    return CONTRASTIVE_LOSSES.build(name, num_classes=num_classes, feat_dim=feat_dim, **fields)
 
 
 class ClassifierLoss(nn.Module):
@@ -170,6 +169,7 @@ class ClassifierLoss(nn.Module):
         self.epochs = epochs
 
 
+@CLASSIFIER_LOSSES.register("ce")
 class CrossEntropy(ClassifierLoss):
     def forward(self, logits: torch.Tensor, labels: torch.Tensor, epoch: int = 0) -> torch.Tensor:
         return F.cross_entropy(_at_least_fp32(logits), labels)
@@ -199,6 +199,7 @@ def _weighted_focal(logits: torch.Tensor, labels: torch.Tensor, gamma: float,
     return (w * loss).sum() / w.sum()
 
 
+@CLASSIFIER_LOSSES.register("focal")
 class FocalLoss(ClassifierLoss):
     """Softmax focal loss (Lin et al. 2017), ``gamma`` = ``loss.focal_gamma``."""
 
@@ -210,36 +211,47 @@ class FocalLoss(ClassifierLoss):
         return _weighted_focal(logits, labels, self.gamma, None)
 
 
+@CLASSIFIER_LOSSES.register("cb_ce")
 class ClassBalancedLoss(ClassifierLoss):
-    """CE (``focal_gamma`` 0) or focal loss weighted by the effective number of samples (``cb_beta``)."""
+    """CE weighted by the effective number of samples (``cb_beta``): ``sum_i w_{y_i} CE_i / sum_i w_{y_i}``.
 
-    def __init__(self, class_counts, epochs, cb_beta: float = 0.9999, focal_gamma: float = 0.0):
+    Takes no ``focal_gamma``: the config's focal default must not turn class-balanced CE into a focal loss.
+    """
+
+    gamma = 0.0
+
+    def __init__(self, class_counts, epochs, cb_beta: float = 0.9999):
         super().__init__(class_counts, epochs)
-        self.gamma = focal_gamma
         self.register_buffer("weight", effective_number_weights(class_counts, cb_beta))
 
     def forward(self, logits, labels, epoch: int = 0):
         return _weighted_focal(logits, labels, self.gamma, self.weight)
 
 
+@CLASSIFIER_LOSSES.register("cb_focal")
 class ClassBalancedFocal(ClassBalancedLoss):
+    """The focal loss (``focal_gamma``) with class-balanced weights, normalised like ``cb_ce``."""
+
     def __init__(self, class_counts, epochs, cb_beta: float = 0.9999, focal_gamma: float = 1.0):
-        super().__init__(class_counts, epochs, cb_beta, focal_gamma)
+        super().__init__(class_counts, epochs, cb_beta)
+        self.gamma = focal_gamma
 
 
+@CLASSIFIER_LOSSES.register("ldam")
 class LDAMLoss(ClassifierLoss):
     """LDAM (Cao et al. 2019) on cosine logits: ``CE(s * (cos - m_y 1_y), y)``, margins from
-    ``ldam_margins``. With ``drw_start`` < 1 (LDAM-DRW), class-balanced weights (``cb_beta``) from
-    epoch ``int(drw_start * epochs)`` on. Expects a cosine classifier (``model.classifier: cosine``).
+    ``ldam_margins``, never re-weighted (``ldam_drw`` re-weights). Expects a cosine classifier
+    (``model.classifier: cosine``, its default).
     """
 
-    def __init__(self, class_counts, epochs, ldam_max_margin: float = 0.5, ldam_scale: float = 30.0,
-                 drw_start: float = 1.0, cb_beta: float = 0.9999):
+    default_head = "cosine"
+
+    def __init__(self, class_counts, epochs, ldam_max_margin: float = 0.5, ldam_scale: float = 30.0):
         super().__init__(class_counts, epochs)
         self.scale = ldam_scale
-        self.drw_epoch = int(drw_start * epochs)
+        self.drw_epoch = epochs  # never: plain LDAM takes no drw_start
         self.register_buffer("margins", ldam_margins(class_counts, ldam_max_margin))
-        self.register_buffer("weight", effective_number_weights(class_counts, cb_beta))
+        self.register_buffer("weight", torch.ones(len(self.class_counts)))
 
     def forward(self, logits, labels, epoch: int = 0):
         cos = _at_least_fp32(logits)
@@ -249,12 +261,19 @@ class LDAMLoss(ClassifierLoss):
         return F.cross_entropy(self.scale * shifted, labels, weight=weight)
 
 
+@CLASSIFIER_LOSSES.register("ldam_drw")
 class LDAMDRWLoss(LDAMLoss):
+    """LDAM with deferred re-weighting: class-balanced weights (``cb_beta``) from epoch
+    ``int(drw_start * epochs)`` on (0-based)."""
+
     def __init__(self, class_counts, epochs, ldam_max_margin: float = 0.5, ldam_scale: float = 30.0,
                  drw_start: float = 0.8, cb_beta: float = 0.9999):
-        super().__init__(class_counts, epochs, ldam_max_margin, ldam_scale, drw_start, cb_beta)
+        super().__init__(class_counts, epochs, ldam_max_margin, ldam_scale)
+        self.drw_epoch = int(drw_start * epochs)
+        self.weight = effective_number_weights(class_counts, cb_beta)
 
 
+@CLASSIFIER_LOSSES.register("logit_adjust")
 class LogitAdjustedLoss(ClassifierLoss):
     """Logit adjustment (Menon et al. 2021): ``CE(logits + tau * log prior, y)`` in training only;
     the test-time logits are left as they are. tau = 1 is the balanced softmax (Ren et al. 2020)."""
@@ -269,26 +288,17 @@ class LogitAdjustedLoss(ClassifierLoss):
         return F.cross_entropy(logits + self.adjustment.to(logits.dtype), labels)
 
 
+@CLASSIFIER_LOSSES.register("balanced_softmax")
 class BalancedSoftmax(LogitAdjustedLoss):
     def __init__(self, class_counts, epochs):
         super().__init__(class_counts, epochs, la_tau=1.0)
 
 
-# The classifier-branch registry: name -> class taking ``class_counts``, ``epochs`` and its own
-# keyword parameters (named as the ``loss.*`` config fields).
-CLASSIFIER_LOSSES: dict[str, Callable[..., ClassifierLoss]] = {
-    "ce": CrossEntropy, "focal": FocalLoss, "cb_ce": ClassBalancedLoss, "cb_focal": ClassBalancedFocal,
-    "ldam": LDAMLoss, "ldam_drw": LDAMDRWLoss, "logit_adjust": LogitAdjustedLoss,
-    "balanced_softmax": BalancedSoftmax,
-}
-COSINE_CLASSIFIER_LOSSES = ("ldam", "ldam_drw")
+def build_classifier_loss(name: str, class_counts: Sequence[int], epochs: int, **fields) -> ClassifierLoss:
+    """The classifier-branch loss by name (``CLASSIFIER_LOSSES``); ``fields`` it does not take are ignored."""
+    return CLASSIFIER_LOSSES.build(name, class_counts=class_counts, epochs=epochs, **fields)
 
 
-def build_classifier_loss(name: str, class_counts: Sequence[int], epochs: int,
-                          **params) -> ClassifierLoss:
-    """The classifier-branch loss by name; ``params`` not taken by that loss are ignored."""
-    if name not in CLASSIFIER_LOSSES:
-        raise ValueError(f"loss.classifier: unknown value {name!r}; allowed: {sorted(CLASSIFIER_LOSSES)}")
-    cls = CLASSIFIER_LOSSES[name]
-    accepted = inspect.signature(cls.__init__).parameters
-    return cls(class_counts=class_counts, epochs=epochs, **{k: v for k, v in params.items() if k in accepted})
+def default_head(classifier_loss: str) -> str:
+    """The classifier head a loss expects when ``model.classifier`` is not set (LDAM: cosine)."""
+    return getattr(CLASSIFIER_LOSSES[classifier_loss], "default_head", "linear")

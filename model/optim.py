@@ -8,7 +8,28 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-SCHEDULES = ("multistep", "cosine", "constant")
+from hybridlt.registry import Registry
+
+# ``optim.schedule``: after warm-up, ``fn(epoch, progress, milestones, gamma) -> factor`` with
+# ``progress`` in [0, 1] the fraction of post-warm-up steps done; each takes what it needs.
+SCHEDULES = Registry("optim.schedule")
+
+
+@SCHEDULES.register("multistep")
+def multistep_schedule(epoch: int, milestones: Sequence[int], gamma: float) -> float:
+    """``gamma`` to the number of milestones passed."""
+    return gamma ** sum(epoch >= m for m in milestones)
+
+
+@SCHEDULES.register("cosine")
+def cosine_schedule(progress: float) -> float:
+    """Half a cosine from 1 to 0 over the steps after warm-up."""
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+@SCHEDULES.register("constant")
+def constant_schedule() -> float:
+    return 1.0
 
 
 def build_optimizer(module: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float = 1e-4,
@@ -29,18 +50,13 @@ def build_optimizer(module: nn.Module, lr: float, momentum: float = 0.9, weight_
 def lr_factor(step: int, steps_per_epoch: int, epochs: int, schedule: str = "multistep",
               warmup_epochs: float = 0.0, milestones: Sequence[int] = (), gamma: float = 0.1) -> float:
     """The multiplier of the base lr at optimiser step ``step`` (0-based)."""
+    SCHEDULES[schedule]  # noqa: B018  (an unknown name fails here, also during warm-up)
     warmup_steps = warmup_epochs * steps_per_epoch
     if step < warmup_steps:
         return (step + 1) / warmup_steps
-    epoch = step // steps_per_epoch
-    if schedule == "multistep":
-        return gamma ** sum(epoch >= m for m in milestones)
-    if schedule == "cosine":
-        total = max(1.0, epochs * steps_per_epoch - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup_steps) / total)))
-    if schedule == "constant":
-        return 1.0
-    raise ValueError(f"optim.schedule: unknown value {schedule!r}; allowed: {SCHEDULES}")
+    total = max(1.0, epochs * steps_per_epoch - warmup_steps)
+    return SCHEDULES.build(schedule, epoch=step // steps_per_epoch, progress=(step - warmup_steps) / total,
+                           milestones=milestones, gamma=gamma)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, steps_per_epoch: int, epochs: int,

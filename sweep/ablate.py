@@ -29,12 +29,10 @@ from hybridlt.sweep.config import (
     apply_overrides,
     validate_run_config,
 )
+from hybridlt.sweep.metrics import METRICS
 from hybridlt.sweep.results import GROUP_METRICS, open_store, read_dataset
 from hybridlt.sweep.spec import Resources, Strict, SweepSpec, read_spec
 from hybridlt.sweep.store import Location, write_text_atomic
-
-METRIC_NAMES = {"acc": "overall", "balanced_acc": "balanced", "many_acc": "many", "medium_acc": "medium",
-                "few_acc": "few"}
 
 
 class AblationSpec(Strict):
@@ -125,7 +123,8 @@ def ablation_report(trials: list[dict], variants: list[str], reference: str,
             mean = sum(values.values()) / n if n else math.nan
             std = math.sqrt(sum((v - mean) ** 2 for v in values.values()) / (n - 1)) if n > 1 else math.nan
             half = _t_quantile(n - 1) * std / math.sqrt(n) if n > 1 else math.nan
-            row = {"variant": variant, "metric": METRIC_NAMES.get(metric, metric), "n": n, "mean": mean, "std": std,
+            label = METRICS[metric].label if metric in METRICS else metric
+            row = {"variant": variant, "metric": label, "n": n, "mean": mean, "std": std,
                    "ci95_low": mean - half, "ci95_high": mean + half, "diff_vs_ref": None, "p_paired": None}
             if variant != reference:
                 ref = {s: 100 * t[key] for s, t in by_variant.get(reference, {}).items() if t.get(key) is not None}

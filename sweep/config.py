@@ -14,10 +14,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 from pydantic import Strict as _Strict
 
+from hybridlt.data.dataset import DATASETS, required_fields
+from hybridlt.data.long_tail import PROFILES
 from hybridlt.data.samplers import SAMPLERS
 from hybridlt.errors import InputError
 from hybridlt.model.backbones import BACKBONES
-from hybridlt.model.losses import CLASSIFIER_LOSSES
+from hybridlt.model.curriculum import CURRICULA
+from hybridlt.model.hybrid import CLASSIFIERS
+from hybridlt.model.losses import CLASSIFIER_LOSSES, CONTRASTIVE_LOSSES
+from hybridlt.model.optim import SCHEDULES
 
 # Strict types: a bool is not taken for 1, 2.7 is not truncated to a count, "0.1" is not a number;
 # floats must be finite (allow_inf_nan=False on every section).
@@ -29,7 +34,13 @@ MAX_SEED = 2**32 - 1
 MAX_YAML_BYTES = 1 << 20  # config and spec files: 1 MiB
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 MAX_NAME = 100  # run, sweep and variant names become folder names
-Sampler = Literal[SAMPLERS]  # type: ignore[valid-type]
+
+# The allowed names of every choice come from its registry (the registries live beside the implementations).
+def _choice(registry):
+    return Literal[registry.names()]  # type: ignore[valid-type]
+
+
+Sampler = _choice(SAMPLERS)
 
 
 class ConfigError(InputError):
@@ -41,11 +52,11 @@ class Section(BaseModel):
 
 
 class DataConfig(Section):
-    dataset: Literal["digits_lt", "cifar10_lt", "cifar100_lt", "inat2018", "image_list"] = "digits_lt"
+    dataset: _choice(DATASETS) = "digits_lt"
     root: str = "data_cache"
     download: Bool = False
     imbalance_ratio: Float = Field(100.0, ge=1.0)
-    profile: Literal["exp", "step"] = "exp"
+    profile: _choice(PROFILES) = "exp"
     max_count: Int | None = Field(None, ge=1, description="images of the largest class (default: all)")
     test_per_class: Int = Field(50, ge=1, description="digits_lt: balanced test images per class")
     seed: Int = Field(0, ge=0, le=MAX_SEED, description="seed of the long-tailed subsampling, fixed across run seeds")
@@ -60,8 +71,10 @@ class DataConfig(Section):
 
     @model_validator(mode="after")
     def _check(self):
-        if self.dataset in ("inat2018", "image_list") and not (self.train_list and self.val_list):
-            raise ValueError(f"data.train_list and data.val_list are required for dataset {self.dataset!r}")
+        missing = [f"data.{name}" for name in required_fields(self.dataset) if getattr(self, name, None) is None]
+        if missing:
+            raise ValueError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required for "
+                             f"dataset {self.dataset!r}")
         if self.few_below > self.many_above + 1:
             raise ValueError(f"data.few_below: {self.few_below} must be <= data.many_above + 1 "
                              f"({self.many_above + 1})")
@@ -85,23 +98,16 @@ class AugmentConfig(Section):
 
 
 class ModelConfig(Section):
-    backbone: str = "resnet32"
+    backbone: _choice(BACKBONES) = "resnet32"
     proj_dim: Int = Field(128, ge=1, le=65536)
     proj_hidden: Int | None = Field(None, ge=1, le=65536, description="default: the backbone's feature width")
-    classifier: Literal["linear", "cosine"] | None = Field(
+    classifier: _choice(CLASSIFIERS) | None = Field(
         None, description="default: cosine for ldam/ldam_drw, linear otherwise")
-
-    @field_validator("backbone")
-    @classmethod
-    def _known(cls, v):
-        if v not in BACKBONES:
-            raise ValueError(f"unknown backbone {v!r}; allowed: {sorted(BACKBONES)}")
-        return v
 
 
 class LossConfig(Section):
-    contrastive: Literal["sc", "psc", "mpsc", "ce"] = "sc"
-    classifier: str = "ce"
+    contrastive: _choice(CONTRASTIVE_LOSSES) = "sc"
+    classifier: _choice(CLASSIFIER_LOSSES) = "ce"
     temperature: Float = Field(0.1, gt=0.0)
     prototypes_per_class: Int = Field(1, ge=1, le=1024, description="mpsc only")
     focal_gamma: Float = Field(1.0, ge=0.0, description="focal, cb_focal: gamma")
@@ -111,16 +117,9 @@ class LossConfig(Section):
     ldam_scale: Float = Field(30.0, gt=0.0, description="ldam: logit scale s")
     la_tau: Float = Field(1.0, ge=0.0, description="logit_adjust: tau (1 = balanced softmax)")
 
-    @field_validator("classifier")
-    @classmethod
-    def _known(cls, v):
-        if v not in CLASSIFIER_LOSSES:
-            raise ValueError(f"unknown classifier loss {v!r}; allowed: {sorted(CLASSIFIER_LOSSES)}")
-        return v
-
 
 class CurriculumConfig(Section):
-    kind: Literal["power", "cosine", "step", "constant", "two_stage"] = "power"
+    kind: _choice(CURRICULA) = "power"
     power: Float = Field(2.0, gt=0.0, description="power: alpha = 1 - (t/T)^power")
     value: Fraction = Field(0.5, description="constant: alpha")
     switch: Fraction = Field(0.5, description="step, two_stage: fraction of epochs before the switch")
@@ -132,7 +131,7 @@ class OptimConfig(Section):
     momentum: Float = Field(0.9, ge=0.0, lt=1.0)
     weight_decay: Float = Field(1e-4, ge=0.0)
     nesterov: Bool = False
-    schedule: Literal["multistep", "cosine", "constant"] = "multistep"
+    schedule: _choice(SCHEDULES) = "multistep"
     warmup_epochs: Float = Field(0.0, ge=0.0)
     milestones: list[Annotated[int, _Strict(), Field(ge=1)]] = [120, 160]
     gamma: Float = Field(0.1, gt=0.0, le=1.0)
@@ -189,6 +188,8 @@ def format_validation_error(exc: ValidationError, source: str = "config") -> str
             lines.append(f"{source}: {path}: unknown key (value {err['input']!r}); see the README's config reference")
         elif err["type"] == "missing":
             lines.append(f"{source}: {path}: required")
+        elif err["type"] == "literal_error":  # a name that is not in its registry
+            lines.append(f"{source}: {path}: unknown value {err['input']!r}; allowed: {err['ctx']['expected']}")
         else:
             where = f"{path}: " if path else ""
             lines.append(f"{source}: {where}{msg} (value {err['input']!r})"
@@ -196,27 +197,45 @@ def format_validation_error(exc: ValidationError, source: str = "config") -> str
     return "\n".join(lines)
 
 
-def parse_override(text: str) -> tuple[list[str], object]:
-    """``a.b=value`` -> (['a', 'b'], value parsed as YAML, so 0.1 is a float and true a bool)."""
+MISSING = object()
+
+
+def get_path(raw: dict, path: str, default=MISSING):
+    """The value at dotted ``path`` (``loss.temperature``) of a nested mapping, or ``default``."""
+    node = raw
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def set_path(raw: dict, path: str, value, create: bool = False) -> None:
+    """Set dotted ``path`` of a nested mapping; ``create`` makes missing sections (``--set``)."""
+    *parents, last = path.split(".")
+    node = raw
+    for i, part in enumerate(parents):
+        child = node.setdefault(part, {}) if create else node[part]
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {path}: {'.'.join(parents[:i + 1])!r} is a value, not a section")
+        node = child
+    node[last] = value
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """``a.b=value`` -> ('a.b', value parsed as YAML, so 0.1 is a float and true a bool)."""
     key, sep, raw = text.partition("=")
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set: {text!r} is not of the form section.key=value")
     if len(raw) > 10_000:
         raise ConfigError(f"--set {key}: value of {len(raw)} characters; allowed: at most 10000")
     value = parse_yaml(raw, f"--set {key}: value {raw!r}") if raw else ""
-    return key.split("."), value
+    return key, value
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     for text in overrides:
-        path, value = parse_override(text)
-        node = raw
-        for part in path[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {'.'.join(path)}: {part!r} is a value, not a section")
-            node = child
-        node[path[-1]] = value
+        set_path(raw, *parse_override(text), create=True)
     return raw
 
 

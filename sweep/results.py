@@ -18,23 +18,28 @@ import pyarrow.parquet as pq
 import yaml
 
 from hybridlt.errors import InputError, OutputExistsError
+from hybridlt.sweep.metrics import ACCURACY_METRICS, FINAL_METRICS, METRICS
 from hybridlt.sweep.store import (
     EPOCH_SCHEMA,
     PER_CLASS_SCHEMA,
     SCHEMA_VERSION,
+    SWEEP_YAML,
     Location,
+    epoch_file,
     epoch_table,
+    list_parquet,
     per_class_table,
+    trial_file,
     write_table_atomic,
     write_text_atomic,
 )
 
-GROUP_METRICS = ("acc", "balanced_acc", "many_acc", "medium_acc", "few_acc")
+GROUP_METRICS = ACCURACY_METRICS
 TRIAL_FIXED = [
     ("trial_id", pa.string()), ("status", pa.string()), ("error", pa.string()), ("epochs_done", pa.int32()),
     ("epochs_planned", pa.int32()), ("wall_time_s", pa.float64()),
-    *[(f"final_{m}", pa.float64()) for m in GROUP_METRICS],
-    *[(f"best_{m}", pa.float64()) for m in GROUP_METRICS], ("best_epoch", pa.int32()),
+    *[(f"final_{m}", pa.float64()) for m in FINAL_METRICS],
+    *[(f"best_{m}", pa.float64()) for m in FINAL_METRICS], ("best_epoch", pa.int32()),
     ("config_yaml", pa.string()), ("schema_version", pa.int32()),
 ]
 TABLES = {"epochs": EPOCH_SCHEMA, "per_class": PER_CLASS_SCHEMA}
@@ -79,20 +84,20 @@ class ResultsWriter:
         self.root = Location.of(root)
 
     def epoch(self, trial_id: str, metrics: dict, class_names, counts) -> None:
-        name = f"{trial_id}-epoch-{metrics['epoch']:04d}.parquet"
-        write_table_atomic(epoch_table(trial_id, metrics), self.root / "epochs" / name)
-        write_table_atomic(per_class_table(trial_id, metrics, class_names, counts), self.root / "per_class" / name)
+        epoch = metrics["epoch"]
+        write_table_atomic(epoch_table(trial_id, metrics), epoch_file(self.root, "epochs", trial_id, epoch))
+        write_table_atomic(per_class_table(trial_id, metrics, class_names, counts),
+                           epoch_file(self.root, "per_class", trial_id, epoch))
 
     def trial(self, row: dict, schema: pa.Schema) -> None:
         clean = {f.name: _cast(row.get(f.name), f.type) for f in schema}
         clean["schema_version"] = SCHEMA_VERSION
-        write_table_atomic(pa.Table.from_pylist([clean], schema=schema),
-                           self.root / "trials" / f"{row['trial_id']}.parquet")
+        write_table_atomic(pa.Table.from_pylist([clean], schema=schema), trial_file(self.root, row["trial_id"]))
 
     def sweep_yaml(self, spec_dump: dict, base_dump: dict, param_types: dict[str, pa.DataType]) -> None:
         doc = {"schema_version": SCHEMA_VERSION, "spec": spec_dump, "base": base_dump,
                "params": {k: str(v) for k, v in param_types.items()}}
-        write_text_atomic(yaml.safe_dump(doc, sort_keys=False), self.root / "sweep.yaml")
+        write_text_atomic(yaml.safe_dump(doc, sort_keys=False), self.root / SWEEP_YAML)
 
 
 REQUIRED = {"trials": {"trial_id", "status"}, "epochs": {"trial_id", "epoch"},
@@ -133,7 +138,8 @@ def read_dataset(root: str | Path | Location, table: str, name_prefix: str = "")
     ``name_prefix`` reads only the files whose names start with it (``"<trial_id>-epoch-"``: one trial).
     """
     folder = Location.of(root) / table
-    parts = [read_table_file(loc, table) for loc in folder.files(".parquet") if loc.name.startswith(name_prefix)]
+    parts = [read_table_file(folder / name, table) for name in sorted(list_parquet(folder))
+             if name.startswith(name_prefix)]
     parts = [p for p in parts if p is not None]
     try:
         return pa.concat_tables(parts, promote_options="default") if parts else None
@@ -142,34 +148,39 @@ def read_dataset(root: str | Path | Location, table: str, name_prefix: str = "")
                          f"allowed: files of one sweep, as hybridlt wrote them") from None
 
 
-def read_sweep_yaml(root: Location) -> dict:
-    """``sweep.yaml`` of a store ({} when absent); a broken one is a ``StoreError`` naming it."""
-    sweep_file = root / "sweep.yaml"
-    if not sweep_file.exists():
+def read_sweep_doc(root: Location) -> dict:
+    """``sweep.yaml`` of a store as a mapping (empty when absent); a broken one is a ``StoreError``."""
+    loc = root / SWEEP_YAML
+    if not loc.exists():
         return {}
-    from hybridlt.sweep.config import ConfigError, decode_text, parse_yaml
-
     try:
-        doc = parse_yaml(decode_text(sweep_file.read_bytes(), str(sweep_file)), str(sweep_file))
-    except ConfigError as exc:
-        raise StoreError(f"results store: {exc}") from None
-    if not isinstance(doc, dict):
-        raise StoreError(f"results store: {sweep_file}: not a sweep record (a mapping expected, "
-                         f"got {type(doc).__name__})")
-    version = doc.get("schema_version", SCHEMA_VERSION)
+        doc = yaml.safe_load(loc.read_bytes())
+    except (yaml.YAMLError, OSError, UnicodeDecodeError) as exc:
+        raise StoreError(f"{loc}: not readable YAML ({str(exc).splitlines()[0]})") from None
+    if doc is not None and not isinstance(doc, dict):
+        raise StoreError(f"{loc}: expected a mapping, got {type(doc).__name__}")
+    version = (doc or {}).get("schema_version", SCHEMA_VERSION)
     if not isinstance(version, int) or version > SCHEMA_VERSION:
-        raise StoreError(f"results store: {sweep_file}: schema_version {version!r}; this hybridlt reads "
-                         f"versions up to {SCHEMA_VERSION}: upgrade hybridlt to read it")
-    return doc
+        raise StoreError(f"{loc}: schema_version {version!r}; this hybridlt reads versions up to "
+                         f"{SCHEMA_VERSION}: upgrade hybridlt to read it")
+    return doc or {}
+
+
+def has_trial_row(root, trial_id: str) -> bool:
+    """Whether the trial's row is written (it finished, once)."""
+    return trial_file(Location.of(root), trial_id).exists()
 
 
 def open_store(where: str | Path) -> Location:
-    """The ``results`` folder for a path given by a user: the folder itself or the sweep folder above it."""
+    """The ``results`` folder for a path given by a user: the folder itself, the sweep folder above it,
+    or a run directory of ``hybridlt train``."""
     base = Location.of(where)
     for candidate in (base, base / "results"):
-        if (candidate / "sweep.yaml").exists() or (candidate / "trials").is_dir():
+        if (candidate / SWEEP_YAML).exists() or (candidate / "trials").is_dir():
             return candidate
-    raise StoreError(f"RESULTS: {where} is not a hybridlt results store (no sweep.yaml or trials/ inside)")
+    if (base / "epochs").is_dir():  # a run directory of ``hybridlt train``
+        return base
+    raise StoreError(f"RESULTS: {where} is not a hybridlt results store (no sweep.yaml, trials/ or epochs/ inside)")
 
 
 def trial_summary(epochs: list[dict] | None) -> dict:
@@ -179,9 +190,10 @@ def trial_summary(epochs: list[dict] | None) -> dict:
     last = epochs[-1]
     best = max(epochs, key=lambda r: -math.inf if r.get("acc") is None else r["acc"])
     out = {"epochs_done": int(last["epoch"]), "best_epoch": int(best["epoch"])}
-    for m in GROUP_METRICS:
+    for m in FINAL_METRICS:
+        values = [r[m] for r in epochs if r.get(m) is not None and r[m] == r[m]]
         out[f"final_{m}"] = last.get(m)
-        out[f"best_{m}"] = max((r[m] for r in epochs if r.get(m) is not None), default=None)
+        out[f"best_{m}"] = (min if METRICS[m].direction == "min" else max)(values, default=None)
     return out
 
 
@@ -202,9 +214,11 @@ def pareto_front(points: list[tuple[str, list[float]]], modes: list[str]) -> lis
 def sweep_objective(sweep_doc: dict) -> tuple[list[str], list[str]]:
     """The objective metrics and modes recorded in ``sweep.yaml`` (``acc`` / ``max`` when unknown)."""
     obj = (sweep_doc.get("spec") or {}).get("objective") or {}
-    metrics, modes = obj.get("metric", "acc"), obj.get("mode", "max")
+    metrics, modes = obj.get("metric") or "acc", obj.get("mode")
     metrics = metrics if isinstance(metrics, list) else [metrics]
-    return metrics, modes if isinstance(modes, list) else [modes] * len(metrics)
+    if isinstance(modes, list):
+        return metrics, modes
+    return metrics, [modes or (METRICS[m].direction if m in METRICS else "max") for m in metrics]
 
 
 def best_trial(trials: list[dict], metric: str, mode: str) -> dict | None:
@@ -226,8 +240,7 @@ def export_best(results, output, metric: str | None = None, mode: str | None = N
     trials = read_dataset(root, "trials")
     if trials is None or trials.num_rows == 0:
         raise ConfigError(f"RESULTS: {root} holds no finished trial yet")
-    sweep_doc = read_sweep_yaml(root)
-    metrics, modes = sweep_objective(sweep_doc)
+    metrics, modes = sweep_objective(read_sweep_doc(root))
     metric, mode = metric or metrics[0], mode or modes[0]
     best = best_trial(trials.to_pylist(), metric, mode)
     if best is None:
@@ -248,19 +261,20 @@ def export_best(results, output, metric: str | None = None, mode: str | None = N
 
 def exported_config(row: dict, root, metric: str) -> str:
     """What ``hybridlt export-best`` writes for a trial row: a comment line, then its resolved run
-    config named ``<name>-best``, ready for ``hybridlt train --config``."""
-    from hybridlt.sweep.config import ConfigError, validate_run_config
+    config named ``<name>-best``, ready for ``hybridlt train --config``.
 
+    The stored config was validated when the trial trained with it; ``hybridlt train`` validates the
+    file again, so this needs no config models (the dashboard exports without importing torch).
+    """
     text = row.get("config_yaml")
-    if not isinstance(text, str) or not text:
-        raise ConfigError(f"trial {row['trial_id']}: no resolved config was stored")
-    from hybridlt.sweep.config import parse_yaml
-
-    raw = parse_yaml(text, f"trial {row['trial_id']}: stored config")
-    if not isinstance(raw, dict):
-        raise ConfigError(f"trial {row['trial_id']}: stored config is not a mapping")
-    cfg = validate_run_config(raw, f"trial {row['trial_id']}")
-    cfg = cfg.model_copy(update={"name": f"{cfg.name}-best"})
+    try:
+        cfg = yaml.safe_load(text) if isinstance(text, str) and text else None
+    except yaml.YAMLError:
+        cfg = None
+    if not isinstance(cfg, dict):
+        raise StoreError(f"trial {row['trial_id']}: no readable resolved config was stored (config_yaml)")
+    cfg["name"] = f"{cfg.get('name', 'run')}-best"
     value = row.get(f"final_{metric}")
     shown = "-" if value is None or value != value else f"{100 * value:.1f}"
-    return f"# trial {row['trial_id']} of {root}: final {metric} {shown}%\n" + cfg.to_yaml()
+    header = f"# trial {row['trial_id']} of {root}: final {metric} {shown}%\n"
+    return header + yaml.safe_dump(cfg, sort_keys=False)

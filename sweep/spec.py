@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from hybridlt.sweep.config import (
     MAX_NAME,
     MAX_SEED,
+    MISSING,
     NAME_PATTERN,
     Bool,
     ConfigError,
@@ -27,12 +28,15 @@ from hybridlt.sweep.config import (
     RunConfig,
     apply_overrides,
     format_validation_error,
+    get_path,
     read_yaml,
+    set_path,
     validate_run_config,
 )
+from hybridlt.sweep.metrics import FINAL_METRICS, METRICS
+from hybridlt.sweep.search import SCHEDULERS, SEARCH_ALGORITHMS
 
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice", "grid")
-EPOCH_METRICS = ("acc", "balanced_acc", "many_acc", "medium_acc", "few_acc", "loss", "ce_loss", "con_loss")
 
 
 IntRange = tuple[Int, Int]  # named before Param, whose field "int" shadows the builtin
@@ -78,14 +82,15 @@ class Param(Strict):
 
 class Objective(Strict):
     metric: str | list[str] = "acc"
-    mode: Literal["max", "min"] | list[Literal["max", "min"]] = "max"
+    mode: Literal["max", "min"] | list[Literal["max", "min"]] | None = Field(
+        None, description="default: each metric's own direction (max for accuracies, min for losses)")
 
     @model_validator(mode="after")
     def _shape(self):
         metrics = self.metrics
         for m in metrics:
-            if m not in EPOCH_METRICS:
-                raise ValueError(f"objective.metric: unknown metric {m!r}; allowed: {EPOCH_METRICS}")
+            if m not in FINAL_METRICS:
+                raise ValueError(f"objective.metric: unknown metric {m!r}; allowed: {', '.join(FINAL_METRICS)}")
         if isinstance(self.mode, list) and len(self.mode) != len(metrics):
             raise ValueError(f"objective.mode: {len(self.mode)} modes for {len(metrics)} metrics")
         return self
@@ -96,16 +101,18 @@ class Objective(Strict):
 
     @property
     def modes(self) -> list[str]:
-        return self.mode if isinstance(self.mode, list) else [self.mode] * len(self.metrics)
+        if isinstance(self.mode, list):
+            return self.mode
+        return [self.mode or METRICS[m].direction for m in self.metrics]
 
 
 class Search(Strict):
-    algorithm: Literal["tpe", "random", "grid"] = "tpe"
+    algorithm: Literal[SEARCH_ALGORITHMS.names()] = "tpe"  # type: ignore[valid-type]
     seed: Int = Field(0, ge=0, le=MAX_SEED)
 
 
 class Scheduler(Strict):
-    kind: Literal["asha", "none"] = "asha"
+    kind: Literal[SCHEDULERS.names()] = "asha"  # type: ignore[valid-type]
     grace_period: Int = Field(5, ge=1, description="epochs every trial runs before ASHA may stop it")
     reduction_factor: Float = Field(3.0, gt=1.0)
 
@@ -158,43 +165,20 @@ def _check_space(spec: SweepSpec, base: RunConfig) -> None:
     raw = base.model_dump(mode="json")
     seen: dict[str, Param] = {}
     for path, param in spec.space.items():
-        node = raw
-        for part in path.split("."):
-            if not isinstance(node, dict) or part not in node:
-                raise ConfigError(f"space.{path}: not a field of the run config")
-            node = node[part]
+        if get_path(raw, path) is MISSING:
+            raise ConfigError(f"space.{path}: not a field of the run config")
         for cond_path in param.when:
-            if cond_path not in seen and _lookup(raw, cond_path) is _MISSING:
+            if cond_path not in seen and get_path(raw, cond_path) is MISSING:
                 raise ConfigError(f"space.{path}.when: {cond_path} is neither a field nor an earlier parameter")
         for value in param.values:  # every choice, or both bounds of a range
             try:
                 trial_raw = base.model_dump(mode="json")
-                _assign(trial_raw, path, value)
+                set_path(trial_raw, path, value)
                 RunConfig.model_validate(trial_raw)
             except ValidationError as exc:
                 first = format_validation_error(exc, f"space.{path}").splitlines()[0]
                 raise ConfigError(f"space.{path}: value {value!r} is not allowed ({first})") from None
         seen[path] = param
-
-
-_MISSING = object()
-
-
-def _lookup(raw: dict, path: str):
-    node = raw
-    for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return _MISSING
-        node = node[part]
-    return node
-
-
-def _assign(raw: dict, path: str, value) -> None:
-    parts = path.split(".")
-    node = raw
-    for part in parts[:-1]:
-        node = node[part]
-    node[parts[-1]] = value
 
 
 def apply_params(base: RunConfig, params: dict[str, Any], variants: dict[str, list[str]] | None = None) -> RunConfig:
@@ -207,7 +191,7 @@ def apply_params(base: RunConfig, params: dict[str, Any], variants: dict[str, li
     if variants is not None and "variant" in params:
         raw = apply_overrides(raw, list(variants[params.pop("variant")]))
     for path, value in params.items():
-        _assign(raw, path, value)
+        set_path(raw, path, value)
     return validate_run_config(raw, "trial")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,20 +19,57 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from hybridlt.sweep.metrics import EPOCH_METRICS
+
 SCHEMA_VERSION = 1
 
-EPOCH_SCHEMA = pa.schema([
-    ("trial_id", pa.string()), ("epoch", pa.int32()), ("loss", pa.float64()), ("con_loss", pa.float64()),
-    ("ce_loss", pa.float64()), ("alpha", pa.float64()), ("lr", pa.float64()), ("acc", pa.float64()),
-    ("balanced_acc", pa.float64()), ("many_acc", pa.float64()), ("medium_acc", pa.float64()),
-    ("few_acc", pa.float64()), ("epoch_time_s", pa.float64()), ("eval_time_s", pa.float64()),
-    ("images_per_s", pa.float64()), ("data_wait_s", pa.float64()),
-])
+EPOCH_SCHEMA = pa.schema([("trial_id", pa.string()), ("epoch", pa.int32()),
+                          *[(name, pa.float64()) for name in EPOCH_METRICS]])
 
 PER_CLASS_SCHEMA = pa.schema([
     ("trial_id", pa.string()), ("epoch", pa.int32()), ("class_index", pa.int32()),
     ("class_name", pa.string()), ("train_count", pa.int64()), ("accuracy", pa.float64()),
 ])
+
+
+# The layout of a results store, in one place:
+#   trials/<trial_id>.parquet                    one row per finished trial, written once
+#   epochs/<trial_id>-epoch-NNNN.parquet         one row per trial and epoch
+#   per_class/<trial_id>-epoch-NNNN.parquet      one row per class, trial and epoch
+#   sweep.yaml                                   the spec, the resolved base config, parameter types
+#   pareto.parquet                               the non-dominated trials of a multi-objective sweep
+TABLE_NAMES = ("trials", "epochs", "per_class")
+SWEEP_YAML = "sweep.yaml"
+PARETO_FILE = "pareto.parquet"
+EPOCH_FILE = re.compile(r"^(?P<trial>.+)-epoch-(?P<epoch>\d+)\.parquet$")
+
+
+def trial_file(root: Location, trial_id: str) -> Location:
+    return root / "trials" / f"{trial_id}.parquet"
+
+
+def epoch_file(root: Location, table: str, trial_id: str, epoch: int) -> Location:
+    return root / table / f"{trial_id}-epoch-{epoch:04d}.parquet"
+
+
+def epoch_prefix(trial_id: str) -> str:
+    """The start of every ``epochs``/``per_class`` file name of one trial."""
+    return f"{trial_id}-epoch-"
+
+
+def is_visible(name: str) -> bool:
+    """Files starting with '.' (temp files being written) or '_' are not part of a table."""
+    return not name.startswith((".", "_"))
+
+
+def list_parquet(folder: Location) -> dict[str, tuple[int, int]]:
+    """Visible ``.parquet`` files directly inside ``folder``: name -> (size, mtime in ns); one listing call."""
+    try:
+        infos = folder.fs.get_file_info(pafs.FileSelector(folder.path, recursive=False, allow_not_found=True))
+    except (OSError, pa.ArrowInvalid):
+        return {}
+    return {i.base_name: (i.size, i.mtime_ns or 0) for i in infos
+            if i.type == pafs.FileType.File and i.base_name.endswith(".parquet") and is_visible(i.base_name)}
 
 
 def _clean(value):
@@ -104,8 +142,8 @@ class Location:
             return []
         infos = self.fs.get_file_info(pafs.FileSelector(self.path, recursive=False))
         return sorted((Location(self.fs, i.path) for i in infos
-                       if i.type == pafs.FileType.File and i.base_name.endswith(suffix)
-                       and not i.base_name.startswith((".", "_"))), key=lambda loc: loc.path)
+                       if i.type == pafs.FileType.File and i.base_name.endswith(suffix) and is_visible(i.base_name)),
+                      key=lambda loc: loc.path)
 
     def read_bytes(self) -> bytes:
         with self.fs.open_input_stream(self.path) as f:

@@ -21,7 +21,7 @@ import pyarrow.fs as pafs
 from hybridlt.model.checkpoint import CheckpointError, load_checkpoint, load_newest_readable, save_checkpoint
 from hybridlt.sweep.build import build_run
 from hybridlt.sweep.config import RunConfig, validate_run_config
-from hybridlt.sweep.results import ResultsWriter
+from hybridlt.sweep.results import ResultsWriter, has_trial_row
 from hybridlt.sweep.spec import apply_params
 from hybridlt.sweep.store import Location
 
@@ -152,7 +152,7 @@ def trial_main(params: dict, ctx: TrialContext) -> None:
 
     _quiet_ray()
     trial_id = tune.get_context().get_trial_id()
-    if (Location.of(ctx.results_root) / "trials" / f"{trial_id}.parquet").exists():
+    if has_trial_row(ctx.results_root, trial_id):
         return  # finished before a driver crash that Tune's last snapshot did not see: never re-run it
     cfg = apply_params(ctx.base, params, ctx.variants)
     loop_config = {"cfg": cfg.model_dump(mode="json"), "trial_id": trial_id, "results_root": ctx.results_root}

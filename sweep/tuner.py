@@ -16,10 +16,18 @@ from pathlib import Path
 import pyarrow as pa
 
 from hybridlt.errors import InputError
-from hybridlt.sweep.config import ConfigError
-from hybridlt.sweep.results import ResultsWriter, param_type, pareto_front, read_dataset, trial_summary, trials_schema
+from hybridlt.sweep.config import ConfigError, get_path
+from hybridlt.sweep.results import (
+    ResultsWriter,
+    has_trial_row,
+    param_type,
+    pareto_front,
+    read_dataset,
+    trial_summary,
+    trials_schema,
+)
 from hybridlt.sweep.spec import SweepSpec
-from hybridlt.sweep.store import Location
+from hybridlt.sweep.store import Location, epoch_prefix
 from hybridlt.sweep.trial import TrialContext, trial_main
 
 TRIAL_RESOURCE = "hybridlt_trial"
@@ -105,12 +113,7 @@ class DefineByRun:
         self.base_raw = base_raw
 
     def lookup(self, path: str, sampled: dict):
-        if path in sampled:
-            return sampled[path]
-        node = self.base_raw
-        for part in path.split("."):
-            node = node[part]
-        return node
+        return sampled[path] if path in sampled else get_path(self.base_raw, path)
 
     def __call__(self, trial) -> None:
         sampled: dict = {}
@@ -163,7 +166,7 @@ class StoreCallback:
         return {**self.__dict__, "show": None}  # the console display is not pickled into tuner.pkl
 
     def row(self, trial_id: str, config: dict, status: str, error: str | None, wall: float | None) -> dict:
-        epochs = read_dataset(self.root, "epochs", name_prefix=f"{trial_id}-epoch-")  # this trial's files only
+        epochs = read_dataset(self.root, "epochs", name_prefix=epoch_prefix(trial_id))  # this trial's files only
         rows = sorted(epochs.to_pylist(), key=lambda r: r["epoch"]) if epochs is not None else []
         summary = trial_summary(rows)
         from hybridlt.sweep.spec import apply_params
@@ -183,7 +186,7 @@ class StoreCallback:
 
     def write(self, trial_id: str, config: dict, last_result: dict | None, status: str,
               error: str | None = None) -> None:
-        if (self.root / "trials" / f"{trial_id}.parquet").exists():
+        if has_trial_row(self.root, trial_id):
             return  # written once, when the trial first finished
         wall = (last_result or {}).get("time_total_s")
         row = self.row(trial_id, dict(config), status, error, wall)
@@ -235,6 +238,9 @@ def run_sweep(spec: SweepSpec, base, resume: bool = False, address: str | None =
 
     # A trial that finished before a driver crash returns at once on resume, reporting nothing.
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    # Tune's newer console output prints an experiment banner whatever the verbosity; the older one is
+    # silent at verbose=0, so the sweep's own progress lines (or nothing, from the API) are all that shows.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     r = spec.resources
     use_train = r.use_train if r.use_train is not None else r.workers > 1
     slots = spec.concurrency or total_trials(spec, param_space)
@@ -280,26 +286,23 @@ def run_sweep(spec: SweepSpec, base, resume: bool = False, address: str | None =
 
 def _new_tuner(spec, base, trainable, callbacks, concurrency, storage, param_space):
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
 
+    from hybridlt.sweep.search import SCHEDULERS, SEARCH_ALGORITHMS
+
     metrics, modes = spec.objective.metrics, spec.objective.modes
-    scheduler = None
-    if spec.scheduler.kind == "asha":
-        scheduler = ASHAScheduler(time_attr="epoch", metric=metrics[0], mode=modes[0], max_t=_max_epochs(spec, base),
-                                  grace_period=min(spec.scheduler.grace_period, base.train.epochs),
-                                  reduction_factor=spec.scheduler.reduction_factor)
-    if spec.search.algorithm == "grid" or param_space:
+    scheduler = SCHEDULERS.build(spec.scheduler.kind, metric=metrics[0], mode=modes[0], max_t=_max_epochs(spec, base),
+                                 grace_period=min(spec.scheduler.grace_period, base.train.epochs),
+                                 reduction_factor=spec.scheduler.reduction_factor)
+    sampler = SEARCH_ALGORITHMS.build(spec.search.algorithm, seed=spec.search.seed)
+    if sampler is None or param_space:
         space = {path: tune.grid_search(list(values)) for path, values in (param_space or {}).items()}
         for path, p in spec.space.items():
             space[path] = tune.grid_search(list(p.values))
         search_alg, num_samples = None, spec.trials
     else:
-        import optuna
         from ray.tune.search.optuna import OptunaSearch
 
-        sampler = (optuna.samplers.TPESampler(seed=spec.search.seed) if spec.search.algorithm == "tpe"
-                   else optuna.samplers.RandomSampler(seed=spec.search.seed))
         multi = len(metrics) > 1
         search = OptunaSearch(space=DefineByRun(spec, base.model_dump(mode="json")),
                               metric=metrics if multi else metrics[0], mode=modes if multi else modes[0],
@@ -333,7 +336,7 @@ def _reconcile(grid, callback: StoreCallback) -> None:
 
 
 def _write_pareto(spec: SweepSpec, root: Location) -> None:
-    from hybridlt.sweep.store import write_table_atomic
+    from hybridlt.sweep.store import PARETO_FILE, write_table_atomic
 
     trials = read_dataset(root, "trials")
     if trials is None:
@@ -343,4 +346,4 @@ def _write_pareto(spec: SweepSpec, root: Location) -> None:
     front = set(pareto_front([(r["trial_id"], [r[c] for c in cols]) for r in rows], spec.objective.modes))
     table = pa.Table.from_pylist([{"trial_id": r["trial_id"], **{c: r[c] for c in cols}} for r in rows
                                   if r["trial_id"] in front])
-    write_table_atomic(table, root / "pareto.parquet")
+    write_table_atomic(table, root / PARETO_FILE)

@@ -6,9 +6,9 @@ import numpy as np
 import yaml
 
 from hybridlt.dashboards import queries as q
-from tests.dashboards.synthetic import main, write_synthetic_store
 from hybridlt.sweep.config import validate_run_config
 from hybridlt.sweep.results import read_dataset
+from tests.dashboards.synthetic import main, write_synthetic_store
 
 
 def test_synthetic_store_has_the_sweep_layout(tmp_path):

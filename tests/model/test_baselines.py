@@ -136,13 +136,55 @@ def test_balanced_softmax_equals_logit_adjustment_tau_one_and_ce_at_tau_zero():
     assert torch.allclose(bs, la) and torch.allclose(la0, ce) and not torch.allclose(bs, ce)
 
 
-def test_registry_builds_every_loss_with_config_params_and_ignores_the_rest():
+def _reference(name: str, logits, labels, epoch: int, p: dict):
+    """Each classifier loss written out per sample from its paper's formula, with the config's fields ``p``."""
+    c = logits.shape[1]
+    n = torch.tensor(COUNTS, dtype=torch.float64)
+    raw_w = (1 - p["cb_beta"]) / (1 - p["cb_beta"] ** n)
+    cb_w = raw_w / raw_w.sum() * c
+    prior = n / n.sum()
+    margins = n ** -0.25 * (p["ldam_max_margin"] / (n ** -0.25).max())
+
+    def nll(row, y):
+        return -(row[y] - torch.logsumexp(row, 0))
+
+    def weighted_mean(terms, w):
+        return sum(w[y] * t for t, y in zip(terms, labels.tolist(), strict=True)) / sum(w[y] for y in labels.tolist())
+
+    rows = [logits[i] for i in range(len(labels))]
+    ys = labels.tolist()
+    ce = [nll(r, y) for r, y in zip(rows, ys, strict=True)]
+    focal = [(1 - torch.exp(-t)) ** p["focal_gamma"] * t for t in ce]
+    ldam = [nll(p["ldam_scale"] * (r - margins * (torch.arange(c) == y)), y) for r, y in zip(rows, ys, strict=True)]
+    drw = epoch >= int(p["drw_start"] * 10)
+    return {
+        "ce": sum(ce) / len(ce),
+        "focal": sum(focal) / len(focal),
+        "cb_ce": weighted_mean(ce, cb_w),
+        "cb_focal": weighted_mean(focal, cb_w),
+        "ldam": sum(ldam) / len(ldam),
+        "ldam_drw": weighted_mean(ldam, cb_w) if drw else sum(ldam) / len(ldam),
+        "logit_adjust": sum(nll(r + p["la_tau"] * torch.log(prior), y)
+                            for r, y in zip(rows, ys, strict=True)) / len(ys),
+        "balanced_softmax": sum(nll(r + torch.log(prior), y) for r, y in zip(rows, ys, strict=True)) / len(ys),
+    }[name]
+
+
+def test_every_classifier_loss_name_builds_its_own_loss_from_the_config_fields():
+    """Given every ``loss.*`` field at once (as the run builder passes them), each name computes its own
+    formula: a loss that silently took another's field (cb_ce taking focal_gamma, ldam taking drw_start)
+    or another loss's class would miss its reference."""
     params = dict(focal_gamma=2.0, cb_beta=0.999, drw_start=0.5, ldam_max_margin=0.4, ldam_scale=16.0, la_tau=0.7,
                   temperature=0.1, prototypes_per_class=3)
     logits, labels = _batch(6)
+    logits = torch.tanh(logits)  # cosine-like logits in [-1, 1] suit LDAM's scale
+    values = {}
     for name in CLASSIFIER_LOSSES:
-        value = build_classifier_loss(name, COUNTS, 10, **params)(torch.tanh(logits), labels, 9)
-        assert torch.isfinite(value)
+        got = build_classifier_loss(name, COUNTS, 10, **params)(logits, labels, 9)
+        want = _reference(name, logits, labels, 9, params)
+        assert torch.allclose(got, want, atol=1e-9), name
+        values[name] = round(got.item(), 9)
+    assert len(set(values.values())) == len(values), values  # no two names build the same loss
 
 
 def test_cosine_classifier_outputs_cosines():

@@ -346,18 +346,18 @@ def test_feature_ce_equals_cross_entropy_on_scaled_linear(shape: tuple[int, ...]
 
 
 def test_build_contrastive_loss_by_name():
-    assert isinstance(build_contrastive_loss("sc", 4, 5, 0.1), SupConLoss)
-    psc = build_contrastive_loss("psc", 4, 5, 0.3)
+    assert isinstance(build_contrastive_loss("sc", 4, 5, temperature=0.1), SupConLoss)
+    psc = build_contrastive_loss("psc", 4, 5, temperature=0.3)
     assert isinstance(psc, PSCLoss) and tuple(psc.prototypes.shape) == (4, 5) and psc.temperature == 0.3
-    mpsc = build_contrastive_loss("mpsc", 4, 5, 0.1, prototypes_per_class=3)
+    mpsc = build_contrastive_loss("mpsc", 4, 5, temperature=0.1, prototypes_per_class=3)
     assert type(mpsc) is MPSCLoss and tuple(mpsc.prototypes.shape) == (4, 3, 5)
-    ce = build_contrastive_loss("ce", 4, 5, 0.1)
+    ce = build_contrastive_loss("ce", 4, 5, temperature=0.1)
     assert isinstance(ce, FeatureCELoss) and tuple(ce.classifier.weight.shape) == (4, 5)
 
 
 def test_build_contrastive_loss_rejects_unknown_name():
     with pytest.raises(ValueError) as excinfo:
-        build_contrastive_loss("supcon", 4, 5, 0.1)
+        build_contrastive_loss("supcon", 4, 5, temperature=0.1)
     message = str(excinfo.value)
     assert "loss.contrastive" in message and "supcon" in message
     for name in ("sc", "psc", "mpsc", "ce"):

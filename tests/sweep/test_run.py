@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from hybridlt.model.checkpoint import load_checkpoint
+from hybridlt.model.losses import FeatureCELoss, MPSCLoss, PSCLoss, SupConLoss
 from hybridlt.model.train import NonFiniteLossError
 from hybridlt.sweep.build import build_run
 from hybridlt.sweep.run import RunDirError, checkpoints, train_local
@@ -107,11 +108,22 @@ def test_nan_loss_stops_with_epoch_and_step(tiny_cfg):
         parts.trainer.fit(lambda m, c: None)
 
 
-@pytest.mark.parametrize("contrastive", ["sc", "psc", "mpsc", "ce"])
-def test_every_branch_loss_trains(contrastive, tiny_cfg):
-    cfg = tiny_cfg(f"loss.contrastive={contrastive}", "loss.prototypes_per_class=3", "train.epochs=1")
-    metrics = build_run(cfg).trainer.fit(lambda m, c: None)
-    assert metrics["loss"] == metrics["loss"] and 0 <= metrics["acc"] <= 1
+EXPECTED_BRANCH = {"sc": SupConLoss, "psc": PSCLoss, "mpsc": MPSCLoss, "ce": FeatureCELoss}
+
+
+@pytest.mark.parametrize("contrastive", sorted(EXPECTED_BRANCH))
+def test_every_branch_loss_is_built_as_named_and_trains(contrastive, tiny_cfg):
+    """The run builder turns each name into its own loss class with the configured temperature (and
+    prototypes), and the epoch's contrastive loss is that module's value, not another's."""
+    cfg = tiny_cfg(f"loss.contrastive={contrastive}", "loss.prototypes_per_class=3", "loss.temperature=0.37",
+                   "train.epochs=1")
+    parts = build_run(cfg)
+    built = parts.trainer.core.contrastive
+    assert type(built) is EXPECTED_BRANCH[contrastive] and built.temperature == 0.37
+    if contrastive == "mpsc":
+        assert tuple(built.prototypes.shape[:2]) == (10, 3)
+    metrics = parts.trainer.fit(lambda m, c: None)
+    assert metrics["con_loss"] == metrics["con_loss"] and 0 <= metrics["acc"] <= 1
 
 
 def test_two_stage_freezes_backbone(tiny_cfg):

@@ -76,3 +76,19 @@ def test_pareto_front_by_hand():
     points = [("a", [0.9, 0.1]), ("b", [0.8, 0.5]), ("c", [0.7, 0.4]), ("d", [0.9, 0.1]), ("e", [0.5, float("nan")])]
     assert pareto_front(points, ["max", "max"]) == ["a", "b", "d"]  # c is dominated by b; ties both stay
     assert pareto_front(points, ["min", "max"]) == ["b", "c"]
+
+
+def test_objective_direction_comes_from_the_metric_catalogue():
+    from hybridlt.sweep.results import best_trial, sweep_objective, trial_summary
+
+    assert sweep_objective({"spec": {"objective": {"metric": "loss", "mode": None}}}) == (["loss"], ["min"])
+    assert sweep_objective({"spec": {"objective": {"metric": ["acc", "ce_loss"]}}}) == (["acc", "ce_loss"],
+                                                                                       ["max", "min"])
+    rows = [{"epoch": 1, "acc": 0.5, "loss": 2.0}, {"epoch": 2, "acc": 0.7, "loss": 0.5},
+            {"epoch": 3, "acc": 0.6, "loss": 0.9}]
+    summary = trial_summary(rows)
+    assert summary["best_loss"] == 0.5 and summary["final_loss"] == 0.9 and summary["best_acc"] == 0.7
+    trials = [{"trial_id": "a", "status": "completed", "final_loss": 0.9},
+              {"trial_id": "b", "status": "completed", "final_loss": 0.4}]
+    metric, mode = sweep_objective({"spec": {"objective": {"metric": "loss"}}})
+    assert best_trial(trials, metric[0], mode[0])["trial_id"] == "b"
