@@ -36,8 +36,10 @@ def long_tail_counts(num_classes: int, max_count: int, imbalance_ratio: float,
         raise ValueError(f"data.imbalance_ratio: {imbalance_ratio} given; must be >= 1")
     counts = PROFILES.build(profile, num_classes=num_classes, max_count=max_count, imbalance_ratio=imbalance_ratio)
     if min(counts) < 1:
-        raise ValueError(f"data.imbalance_ratio: {imbalance_ratio} leaves class {counts.index(min(counts))} with 0 "
-                         f"images (largest class {max_count}); allowed: at most {max_count} for this max_count")
+        empty = counts.index(min(counts))
+        raise ValueError(f"data.imbalance_ratio: {imbalance_ratio} with {max_count} images in the largest class "
+                         f"leaves class {empty} with no training image; allowed: a ratio of at most {max_count} "
+                         f"(or a larger data.max_count)")
     return counts
 
 

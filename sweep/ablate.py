@@ -13,22 +13,11 @@ import csv
 import io
 import math
 from pathlib import Path
-from typing import Annotated
 
 import yaml
 from pydantic import Field, model_validator
-from pydantic import Strict as _Strict
 
-from hybridlt.sweep.config import (
-    MAX_NAME,
-    MAX_SEED,
-    NAME_PATTERN,
-    ConfigError,
-    Int,
-    RunConfig,
-    apply_overrides,
-    validate_run_config,
-)
+from hybridlt.sweep.config import ConfigError, Int, Name, RunConfig, Seed, apply_overrides, validate_run_config
 from hybridlt.sweep.metrics import METRICS
 from hybridlt.sweep.results import GROUP_METRICS, open_store, read_dataset
 from hybridlt.sweep.spec import Resources, Strict, SweepSpec, read_spec
@@ -36,14 +25,13 @@ from hybridlt.sweep.store import Location, write_text_atomic
 
 
 class AblationSpec(Strict):
-    name: str = Field(pattern=NAME_PATTERN, max_length=MAX_NAME)
+    name: Name
     storage: str = "runs/ablations"
     base: str | dict
     overrides: list[str] = Field(default_factory=list)
     variants: dict[str, list[str]] = Field(description="variant name -> --set overrides of the base")
     reference: str | None = Field(None, description="the variant the others are tested against (default: first)")
-    seeds: list[Annotated[int, _Strict(), Field(ge=0, le=MAX_SEED)]] = Field(
-        default_factory=lambda: [0, 1, 2, 3, 4], min_length=1)
+    seeds: list[Seed] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=1)
     resources: Resources = Resources()
     concurrency: Int | None = Field(None, ge=1)
 

@@ -57,6 +57,9 @@ def build_run(cfg: RunConfig, rank: int = 0, world_size: int = 1, device: torch.
     device = device or resolve_device(cfg.train.device, rank)
     torch.manual_seed(cfg.seed)
     data = data if data is not None else load_dataset(cfg.data)
+    if len(data.test_labels) == 0:
+        raise ConfigError(f"data: dataset {cfg.data.dataset!r} has no test (validation) image; every accuracy "
+                          f"would be missing. Give it a non-empty test set or val_list")
     labels = data.train_labels.numpy()
     counts = class_counts(labels, data.num_classes)
     groups = shot_groups(counts, cfg.data.many_above, cfg.data.few_below)

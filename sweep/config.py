@@ -7,6 +7,7 @@ what is allowed (``ConfigError``). Field names match the keyword arguments of th
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -24,12 +25,15 @@ from hybridlt.model.hybrid import CLASSIFIERS
 from hybridlt.model.losses import CLASSIFIER_LOSSES, CONTRASTIVE_LOSSES
 from hybridlt.model.optim import SCHEDULES
 
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+# Seeds feed numpy and torch generators (both take 0 .. 2^32-1 everywhere); names become folder names.
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)]
 # Strict types: a bool is not taken for 1, 2.7 is not truncated to a count, "0.1" is not a number;
 # floats must be finite (allow_inf_nan=False on every section).
 Int = Annotated[int, _Strict()]
 Float = Annotated[float, _Strict()]
 Bool = StrictBool
-Fraction = Annotated[float, _Strict(), Field(ge=0.0, le=1.0)]
 MAX_SEED = 2**32 - 1
 MAX_YAML_BYTES = 1 << 20  # config and spec files: 1 MiB
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -47,8 +51,32 @@ class ConfigError(InputError):
     """A config that cannot run; ``str()`` is one or more lines naming field, value and what is allowed."""
 
 
+def _types(annotation) -> set:
+    """The plain types an annotation admits (``int | None`` -> {int, NoneType}; Literal values' types)."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is typing.Literal:
+        return {type(a) for a in args}
+    if not args:
+        return {annotation}
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _types(args[0])
+    return set().union(*(_types(a) for a in args))
+
+
+def no_bool_confusion(cls, value, info):
+    """``true`` is not a number and ``1`` is not a boolean (pydantic's lax mode takes both)."""
+    types = _types(cls.model_fields[info.field_name].annotation)
+    if isinstance(value, bool) and bool not in types and types & {int, float}:
+        raise ValueError("a number is expected, not a boolean")
+    if bool in types and value is not None and not isinstance(value, bool) and not types & {int, float, str}:
+        raise ValueError("true or false is expected")
+    return value
+
+
 class Section(BaseModel):
+    # Finite floats only: inf and nan pass every bound check and then train nonsense.
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+    _no_bool_confusion = field_validator("*", mode="before")(classmethod(no_bool_confusion))
 
 
 class DataConfig(Section):
@@ -57,9 +85,9 @@ class DataConfig(Section):
     download: Bool = False
     imbalance_ratio: Float = Field(100.0, ge=1.0)
     profile: _choice(PROFILES) = "exp"
-    max_count: Int | None = Field(None, ge=1, description="images of the largest class (default: all)")
-    test_per_class: Int = Field(50, ge=1, description="digits_lt: balanced test images per class")
-    seed: Int = Field(0, ge=0, le=MAX_SEED, description="seed of the long-tailed subsampling, fixed across run seeds")
+    max_count: int | None = Field(None, ge=1, description="images of the largest class (default: all)")
+    test_per_class: int = Field(50, ge=1, description="digits_lt: balanced test images per class")
+    seed: Seed = Field(0, description="seed of the long-tailed subsampling, fixed across run seeds")
     train_list: str | None = Field(None, description="image lists: iNaturalist JSON or 'path label' text")
     val_list: str | None = None
     image_size: Int = Field(224, ge=8, le=2048)
@@ -157,8 +185,8 @@ class TrainConfig(Section):
 
 
 class RunConfig(Section):
-    name: str = Field("run", pattern=NAME_PATTERN, max_length=MAX_NAME)
-    seed: Int = Field(0, ge=0, le=MAX_SEED)
+    name: Name = "run"
+    seed: Seed = 0
     data: DataConfig = DataConfig()
     sampler: SamplerConfig = SamplerConfig()
     augment: AugmentConfig = AugmentConfig()
@@ -227,9 +255,7 @@ def parse_override(text: str) -> tuple[str, object]:
     key, sep, raw = text.partition("=")
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set: {text!r} is not of the form section.key=value")
-    if len(raw) > 10_000:
-        raise ConfigError(f"--set {key}: value of {len(raw)} characters; allowed: at most 10000")
-    value = parse_yaml(raw, f"--set {key}: value {raw!r}") if raw else ""
+    value = parse_yaml_text(raw, f"--set {key}: value {raw!r}") if raw else ""
     return key, value
 
 
@@ -239,83 +265,67 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
-class _BoundedLoader(yaml.SafeLoader):
-    """Safe YAML without its two traps for a config: an alias (``*a``) is refused, since a few of them
-    expand a small file into gigabytes, and a key given twice is refused instead of the last one winning."""
+MAX_YAML_BYTES = 1 << 20  # a run config or spec is a few KB; anything near this is not one
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses what a config never needs and an attacker would use: anchors and
+    aliases (a few lines that expand into gigabytes) and duplicate keys (where the last one silently wins)."""
 
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
-            raise yaml.constructor.ConstructorError(
-                None, None, f"alias *{event.anchor} is not allowed (anchors and aliases are refused; "
-                            f"write the value out)", event.start_mark)
+            raise yaml.constructor.ConstructorError(None, None, f"alias *{event.anchor} is not allowed "
+                                                    "(write the value out)", event.start_mark)
+        event = self.peek_event()
+        if getattr(event, "anchor", None):
+            raise yaml.constructor.ConstructorError(None, None, f"anchor &{event.anchor} is not allowed",
+                                                    event.start_mark)
         return super().compose_node(parent, index)
 
     def construct_mapping(self, node, deep=False):
         seen = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
-            try:
-                first = seen.setdefault(key, key_node)
-            except TypeError:  # an unhashable key: let PyYAML say so
-                break
-            if first is not key_node:
+            if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} is given twice (first on line {first.start_mark.line + 1}); "
-                                f"allowed: each key once", key_node.start_mark)
+                    None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark)
+            try:
+                seen[key] = key_node.start_mark.line
+            except TypeError:  # an unhashable key: the base constructor names it
+                break
         return super().construct_mapping(node, deep)
 
 
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    """One line: ``line L, column C: problem`` (PyYAML's own text spans several lines)."""
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    context = getattr(exc, "context", None)
-    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-    return f"{where}{f'{context}: ' if context else ''}{problem}".replace("\n", " ")
-
-
-def parse_yaml(text: str, source: str):
-    """YAML text as Python values through the bounded loader; errors become one ``ConfigError`` line."""
+def parse_yaml_text(text: str, where: str):
+    """YAML text to Python values with ``_StrictLoader``; errors name ``where`` and the line."""
     try:
-        return yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 (a SafeLoader subclass)
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506  (a SafeLoader subclass)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML ({_yaml_problem(exc)})") from None
-    except RecursionError:
-        raise ConfigError(f"{source}: not valid YAML (nested too deeply; allowed: a few levels of sections)") from None
-
-
-def decode_text(data: bytes, source: str) -> str:
-    """UTF-8 text (a byte-order mark is accepted and dropped); a bad byte is named by line and column."""
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise ConfigError(f"{source}: line {line}, column {column}: byte 0x{data[exc.start]:02x} is not UTF-8 "
-                          f"({exc.reason}); allowed: UTF-8 text") from None
+        mark = getattr(exc, "problem_mark", None)
+        at = f", line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}{at}: not valid YAML ({problem})") from None
 
 
 def read_yaml(path: str | Path, what: str = "config") -> dict:
-    """A config or spec file as a dict: at most ``MAX_YAML_BYTES``, UTF-8, no aliases, no repeated keys."""
     path = Path(path)
-    shown = f"{what} {path}" + ("" if path.is_absolute() else f" (relative to the working directory {Path.cwd()})")
     if path.is_dir():
-        raise ConfigError(f"{shown}: is a folder; allowed: a YAML file")
+        raise ConfigError(f"{what} {path}: is a folder; a YAML file is expected")
     if not path.is_file():
-        raise ConfigError(f"{shown}: file not found")
+        raise ConfigError(f"{what} {path}: file not found (relative paths are taken from the working folder "
+                          f"{Path.cwd()})" if not path.is_absolute() else f"{what} {path}: file not found")
+    size = path.stat().st_size
+    if size > MAX_YAML_BYTES:
+        raise ConfigError(f"{what} {path}: {size} bytes; a config or spec file may hold at most {MAX_YAML_BYTES}")
+    data = path.read_bytes()
     try:
-        size = path.stat().st_size
-        if size > MAX_YAML_BYTES:
-            raise ConfigError(f"{what} {path}: {size} bytes; allowed: at most {MAX_YAML_BYTES} bytes (1 MiB)")
-        data = path.read_bytes()
-    except PermissionError:
-        raise ConfigError(f"{what} {path}: not readable (permission denied)") from None
-    except OSError as exc:
-        raise ConfigError(f"{what} {path}: cannot be read ({exc.strerror})") from None
-    if b"\0" in data[:8192]:
-        raise ConfigError(f"{what} {path}: not a text file (it holds NUL bytes); allowed: a UTF-8 YAML file")
-    raw = parse_yaml(decode_text(data, f"{what} {path}"), f"{what} {path}")
+        text = data.decode("utf-8-sig")  # a byte-order mark is fine
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{what} {path}, line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+                          f"{exc.start}); save the file as UTF-8") from None
+    raw = parse_yaml_text(text, f"{what} {path}")
     if raw is None:
         return {}
     if not isinstance(raw, dict):

@@ -159,10 +159,10 @@ def read_sweep_doc(root: Location) -> dict:
         raise StoreError(f"{loc}: not readable YAML ({str(exc).splitlines()[0]})") from None
     if doc is not None and not isinstance(doc, dict):
         raise StoreError(f"{loc}: expected a mapping, got {type(doc).__name__}")
-    version = (doc or {}).get("schema_version", SCHEMA_VERSION)
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
-        raise StoreError(f"{loc}: schema_version {version!r}; this hybridlt reads versions up to "
-                         f"{SCHEMA_VERSION}: upgrade hybridlt to read it")
+    version = (doc or {}).get("schema_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version > SCHEMA_VERSION:
+        raise StoreError(f"{loc}: schema_version {version!r} was written by a newer hybridlt; this one reads "
+                         f"schema versions 1 .. {SCHEMA_VERSION}: upgrade hybridlt to read it")
     return doc or {}
 
 
@@ -177,6 +177,7 @@ def open_store(where: str | Path) -> Location:
     base = Location.of(where)
     for candidate in (base, base / "results"):
         if (candidate / SWEEP_YAML).exists() or (candidate / "trials").is_dir():
+            read_sweep_doc(candidate)  # a broken or newer sweep.yaml is said here, not half-read later
             return candidate
     if (base / "epochs").is_dir():  # a run directory of ``hybridlt train``
         return base

@@ -14,21 +14,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hybridlt.sweep.config import (
-    MAX_NAME,
-    MAX_SEED,
     MISSING,
-    NAME_PATTERN,
     Bool,
     ConfigError,
     Float,
     Int,
+    Name,
     RunConfig,
+    Seed,
     apply_overrides,
     format_validation_error,
     get_path,
+    no_bool_confusion,
     read_yaml,
     set_path,
     validate_run_config,
@@ -44,6 +44,7 @@ IntRange = tuple[Int, Int]  # named before Param, whose field "int" shadows the 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    _no_bool_confusion = field_validator("*", mode="before")(classmethod(no_bool_confusion))
 
 
 class Param(Strict):
@@ -108,7 +109,7 @@ class Objective(Strict):
 
 class Search(Strict):
     algorithm: Literal[SEARCH_ALGORITHMS.names()] = "tpe"  # type: ignore[valid-type]
-    seed: Int = Field(0, ge=0, le=MAX_SEED)
+    seed: Seed = 0
 
 
 class Scheduler(Strict):
@@ -127,7 +128,7 @@ class Resources(Strict):
 
 
 class SweepSpec(Strict):
-    name: str = Field(pattern=NAME_PATTERN, max_length=MAX_NAME)
+    name: Name
     storage: str = "runs/sweeps"
     base: str | dict = Field(description="a run config: a YAML path (relative to the spec) or a mapping")
     overrides: list[str] = Field(default_factory=list, description="--set style overrides of the base")
