@@ -13,9 +13,11 @@ import csv
 import io
 import math
 from pathlib import Path
+from typing import Annotated
 
 import yaml
 from pydantic import Field, model_validator
+from pydantic import Strict as Strict_
 
 from hybridlt.sweep.config import ConfigError, Int, Name, RunConfig, Seed, apply_overrides, validate_run_config
 from hybridlt.sweep.metrics import METRICS
@@ -31,7 +33,7 @@ class AblationSpec(Strict):
     overrides: list[str] = Field(default_factory=list)
     variants: dict[str, list[str]] = Field(description="variant name -> --set overrides of the base")
     reference: str | None = Field(None, description="the variant the others are tested against (default: first)")
-    seeds: list[Seed] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=1)
+    seeds: list[Annotated[Seed, Strict_()]] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=1)
     resources: Resources = Resources()
     concurrency: Int | None = Field(None, ge=1)
 

@@ -255,6 +255,8 @@ def parse_override(text: str) -> tuple[str, object]:
     key, sep, raw = text.partition("=")
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set: {text!r} is not of the form section.key=value")
+    if len(raw) > 10_000:
+        raise ConfigError(f"--set {key}: value of {len(raw)} characters; allowed: at most 10000")
     value = parse_yaml_text(raw, f"--set {key}: value {raw!r}") if raw else ""
     return key, value
 
@@ -268,64 +270,83 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
 MAX_YAML_BYTES = 1 << 20  # a run config or spec is a few KB; anything near this is not one
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses what a config never needs and an attacker would use: anchors and
-    aliases (a few lines that expand into gigabytes) and duplicate keys (where the last one silently wins)."""
+class _BoundedLoader(yaml.SafeLoader):
+    """Safe YAML without its two traps for a config: an alias (``*a``) is refused, since a few of them
+    expand a small file into gigabytes, and a key given twice is refused instead of the last one winning."""
 
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
-            raise yaml.constructor.ConstructorError(None, None, f"alias *{event.anchor} is not allowed "
-                                                    "(write the value out)", event.start_mark)
-        event = self.peek_event()
-        if getattr(event, "anchor", None):
-            raise yaml.constructor.ConstructorError(None, None, f"anchor &{event.anchor} is not allowed",
-                                                    event.start_mark)
+            raise yaml.constructor.ConstructorError(
+                None, None, f"alias *{event.anchor} is not allowed (anchors and aliases are refused; "
+                            f"write the value out)", event.start_mark)
         return super().compose_node(parent, index)
 
     def construct_mapping(self, node, deep=False):
         seen = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark)
             try:
-                seen[key] = key_node.start_mark.line
-            except TypeError:  # an unhashable key: the base constructor names it
+                first = seen.setdefault(key, key_node)
+            except TypeError:  # an unhashable key: let PyYAML say so
                 break
+            if first is not key_node:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (first on line {first.start_mark.line + 1}); "
+                                f"allowed: each key once", key_node.start_mark)
         return super().construct_mapping(node, deep)
 
 
-def parse_yaml_text(text: str, where: str):
-    """YAML text to Python values with ``_StrictLoader``; errors name ``where`` and the line."""
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line: ``line L, column C: problem`` (PyYAML's own text spans several lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"{where}{f'{context}: ' if context else ''}{problem}".replace("\n", " ")
+
+
+def parse_yaml(text: str, source: str):
+    """YAML text as Python values through the bounded loader; errors become one ``ConfigError`` line."""
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506  (a SafeLoader subclass)
+        return yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f", line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{where}{at}: not valid YAML ({problem})") from None
+        raise ConfigError(f"{source}: not valid YAML ({_yaml_problem(exc)})") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: not valid YAML (nested too deeply; allowed: a few levels of sections)") from None
+
+
+def decode_text(data: bytes, source: str) -> str:
+    """UTF-8 text (a byte-order mark is accepted and dropped); a bad byte is named by line and column."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigError(f"{source}: line {line}, column {column}: byte 0x{data[exc.start]:02x} is not UTF-8 "
+                          f"({exc.reason}); allowed: UTF-8 text") from None
 
 
 def read_yaml(path: str | Path, what: str = "config") -> dict:
+    """A config or spec file as a dict: at most ``MAX_YAML_BYTES``, UTF-8, no aliases, no repeated keys."""
     path = Path(path)
+    shown = f"{what} {path}" + ("" if path.is_absolute() else f" (relative to the working directory {Path.cwd()})")
     if path.is_dir():
-        raise ConfigError(f"{what} {path}: is a folder; a YAML file is expected")
+        raise ConfigError(f"{shown}: is a folder; allowed: a YAML file")
     if not path.is_file():
-        raise ConfigError(f"{what} {path}: file not found (relative paths are taken from the working folder "
-                          f"{Path.cwd()})" if not path.is_absolute() else f"{what} {path}: file not found")
-    size = path.stat().st_size
-    if size > MAX_YAML_BYTES:
-        raise ConfigError(f"{what} {path}: {size} bytes; a config or spec file may hold at most {MAX_YAML_BYTES}")
-    data = path.read_bytes()
+        raise ConfigError(f"{shown}: file not found")
     try:
-        text = data.decode("utf-8-sig")  # a byte-order mark is fine
-    except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise ConfigError(f"{what} {path}, line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
-                          f"{exc.start}); save the file as UTF-8") from None
-    raw = parse_yaml_text(text, f"{what} {path}")
+        size = path.stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise ConfigError(f"{what} {path}: {size} bytes; allowed: at most {MAX_YAML_BYTES} bytes (1 MiB)")
+        data = path.read_bytes()
+    except PermissionError:
+        raise ConfigError(f"{what} {path}: not readable (permission denied)") from None
+    except OSError as exc:
+        raise ConfigError(f"{what} {path}: cannot be read ({exc.strerror})") from None
+    if b"\0" in data[:8192]:
+        raise ConfigError(f"{what} {path}: not a text file (it holds NUL bytes); allowed: a UTF-8 YAML file")
+    raw = parse_yaml(decode_text(data, f"{what} {path}"), f"{what} {path}")
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -334,6 +355,10 @@ def read_yaml(path: str | Path, what: str = "config") -> dict:
     if bad:
         raise ConfigError(f"{what} {path}: key {bad[0]!r} is a {type(bad[0]).__name__}; allowed: names (text)")
     return raw
+
+
+_StrictLoader = _BoundedLoader
+parse_yaml_text = parse_yaml  # the name other readers use
 
 
 def validate_run_config(raw: dict, source: str = "config") -> RunConfig:
