@@ -33,10 +33,27 @@ def _safe_path(root: Path, rel: str, where: str) -> Path:
     return path
 
 
+MAX_LIST_BYTES = 1 << 30
+
+
+def _read_list_text(list_path: Path) -> str:
+    """The list's text: UTF-8 (a byte-order mark dropped); a bad byte is named by line."""
+    size = list_path.stat().st_size
+    if size > MAX_LIST_BYTES:
+        raise ImageListError(f"{list_path}: {size} bytes; allowed: at most {MAX_LIST_BYTES} bytes")
+    data = list_path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ImageListError(f"{list_path}:{line}: byte 0x{data[exc.start]:02x} is not UTF-8 ({exc.reason}); "
+                             f"allowed: UTF-8 text") from None
+
+
 def read_text_list(list_path: Path, root: Path) -> tuple[list[Path], list[int]]:
     """Lines ``relative/path label`` (blank lines and ``#`` comments skipped)."""
     paths, labels = [], []
-    for n, line in enumerate(list_path.read_text().splitlines(), 1):
+    for n, line in enumerate(_read_list_text(list_path).splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -54,11 +71,11 @@ def read_inat_json(json_path: Path, root: Path) -> tuple[list[Path], list[int], 
     """iNaturalist's official format: ``images`` (id, file_name), ``annotations`` (image_id,
     category_id), ``categories`` (id, name)."""
     try:
-        doc = json.loads(json_path.read_text())
+        doc = json.loads(_read_list_text(json_path))
         files = {img["id"]: img["file_name"] for img in doc["images"]}
         names = {int(c["id"]): str(c.get("name", c["id"])) for c in doc.get("categories", [])}
         pairs = [(files[a["image_id"]], int(a["category_id"])) for a in doc["annotations"]]
-    except (ValueError, KeyError, TypeError) as exc:  # ValueError: bad JSON or a non-integer id
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:  # ValueError: bad JSON
         raise ImageListError(f"{json_path}: not an iNaturalist annotation file ({type(exc).__name__}: {exc})") from exc
     negative = [c for _, c in pairs if c < 0]
     if negative:
@@ -105,9 +122,29 @@ def read_class_names(path: str | Path, num_classes: int) -> list[str]:
 JPEG_SUFFIXES = (".jpg", ".jpeg", ".JPG", ".JPEG")
 
 
-def decode_rgb(path: Path, min_side: int | None = None) -> torch.Tensor:
+MAX_IMAGE_PIXELS = 40_000_000
+
+
+def check_image_size(path: Path, max_pixels: int) -> None:
+    """Refuse an image whose header claims more than ``max_pixels`` (read from the header, not decoded)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+    except Image.DecompressionBombError as exc:
+        raise ImageListError(f"{path}: {exc}; allowed: data.max_image_pixels {max_pixels}") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageListError(f"{path}: cannot decode image ({exc})") from None
+    if width * height > max_pixels:
+        raise ImageListError(f"{path}: {width} x {height} = {width * height} pixels; allowed: at most "
+                             f"data.max_image_pixels = {max_pixels}")
+
+
+def decode_rgb(path: Path, min_side: int | None = None, max_pixels: int = MAX_IMAGE_PIXELS) -> torch.Tensor:
     """uint8 ``[3, H, W]``. With ``min_side``, a JPEG is decoded at the smallest DCT scale (1/2, 1/4,
     1/8) that keeps both sides >= ``min_side``: decoding sized to the crop, not to the file."""
+    check_image_size(path, max_pixels)
     try:
         if min_side and path.suffix in JPEG_SUFFIXES:
             from PIL import Image
@@ -127,14 +164,16 @@ class ImageListDataset(torch.utils.data.Dataset):
     ``decode_size``: decode JPEGs no larger than needed for crops of that size (see ``decode_rgb``).
     """
 
-    def __init__(self, paths: list[Path], labels: list[int], transform=None, decode_size: int | None = None):
+    def __init__(self, paths: list[Path], labels: list[int], transform=None, decode_size: int | None = None,
+                 max_pixels: int = MAX_IMAGE_PIXELS):
         self.paths, self.labels, self.transform, self.decode_size = paths, labels, transform, decode_size
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        image = decode_rgb(self.paths[i], self.decode_size)
+        image = decode_rgb(self.paths[i], self.decode_size, self.max_pixels)
         return (self.transform(image) if self.transform else image), self.labels[i]
 
 
@@ -184,6 +223,7 @@ class ImageListData:
         return torch.as_tensor(self.test.labels, dtype=torch.long)
 
     in_channels = 3
+    max_pixels: int = MAX_IMAGE_PIXELS  # data.max_image_pixels, checked per image before decoding
 
     def train_streams(self, con_sampler, ce_sampler, *, device, batch_size: int, world_size: int, augment: dict,
                       image_size: int, loader_workers: int | None, **_):
@@ -194,8 +234,9 @@ class ImageListData:
         a = augment
         plain = train_transform(image_size, None, grayscale_p=a["grayscale_p"], flip=a["flip"])
         jittered = train_transform(image_size, tuple(a["jitter"]), a["jitter_p"], a["grayscale_p"], a["flip"])
-        con_ds = ImageListDataset(self.train.paths, self.train.labels, TwoViews(jittered, plain), image_size)
-        ce_ds = ImageListDataset(self.train.paths, self.train.labels, plain, image_size)
+        con_ds = ImageListDataset(self.train.paths, self.train.labels, TwoViews(jittered, plain), image_size,
+                                  self.max_pixels)
+        ce_ds = ImageListDataset(self.train.paths, self.train.labels, plain, image_size, self.max_pixels)
         loader = dict(batch_size=batch_size // world_size, num_workers=loader_workers,
                       pin_memory=torch.device(device).type == "cuda", persistent_workers=loader_workers > 0,
                       drop_last=False)
@@ -207,7 +248,7 @@ class ImageListData:
         """This rank's share of the validation list, resized and centre-cropped in DataLoader workers."""
         loader_workers = default_loader_workers() if loader_workers is None else loader_workers
         test = ImageListDataset(self.test.paths, self.test.labels, eval_transform(image_size),
-                                int(round(image_size / 0.875)))
+                                int(round(image_size / 0.875)), self.max_pixels)
         subset = torch.utils.data.Subset(test, range(rank, len(test), world_size))
         loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, num_workers=loader_workers,
                                              pin_memory=torch.device(device).type == "cuda")
@@ -217,10 +258,12 @@ class ImageListData:
 @DATASETS.register("inat2018")
 @DATASETS.register("image_list")
 def load_image_list_dataset(train_list: str, val_list: str, root: str,
-                            class_names: str | None = None) -> ImageListData:
+                            class_names: str | None = None, max_image_pixels: int = MAX_IMAGE_PIXELS) -> ImageListData:
     """iNaturalist 2018 (official JSON) or ``path label`` text lists under ``data.root``; ``class_names``:
-    a file of names, one a line."""
-    return load_image_lists(train_list, val_list, root, class_names=class_names)
+    a file of names, one a line; images above ``max_image_pixels`` are refused from their header."""
+    data = load_image_lists(train_list, val_list, root, class_names=class_names)
+    data.max_pixels = max_image_pixels
+    return data
 
 
 def load_image_lists(train_list: str | Path, val_list: str | Path, root: str | Path,
@@ -230,11 +273,16 @@ def load_image_lists(train_list: str | Path, val_list: str | Path, root: str | P
     test_paths, test_labels, _ = read_image_list(val_list, root)
     if not train_paths:
         raise ImageListError(f"data.train_list: {train_list}: no images listed")
-    num_classes = max(train_labels) + 1
-    empty = sorted(set(range(num_classes)) - set(train_labels))
-    if empty:
-        raise ImageListError(f"data.train_list: {train_list}: class {empty[0]} has no training image "
-                             f"({len(empty)} empty classes); labels must be 0 .. C-1 without gaps")
+    if not test_paths:
+        raise ImageListError(f"data.val_list: {val_list}: no images listed; allowed: at least one "
+                             f"(an empty validation set reports no accuracy)")
+    present = sorted(set(train_labels))  # nothing is sized by a label before it is checked
+    if present[-1] != len(present) - 1:
+        gap = next(i for i, c in enumerate(present) if c != i)
+        raise ImageListError(f"data.train_list: {train_list}: class {gap} has no training image "
+                             f"({present[-1] + 1 - len(present)} empty classes up to label {present[-1]}); "
+                             f"labels must be 0 .. C-1 without gaps")
+    num_classes = len(present)
     unknown = sorted(set(test_labels) - set(range(num_classes)))
     if unknown:
         raise ImageListError(f"data.val_list: {val_list}: label {unknown[0]} is not a training class "

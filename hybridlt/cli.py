@@ -331,6 +331,16 @@ def main(argv: list[str] | None = None) -> int:
         for line in user_message(exc).splitlines():
             print(f"error: {line}", file=sys.stderr)
         return 2
+    except MemoryError:
+        print("error: out of memory: the config asks for more than this machine has; lower train.batch_size, "
+              "train.eval_batch_size, model.proj_dim or the image sizes", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:  # torch's allocators raise RuntimeError subclasses
+        if "out of memory" not in str(exc) and "can't allocate memory" not in str(exc):
+            raise
+        print(f"error: out of memory ({str(exc).splitlines()[0][:200]}); lower train.batch_size, "
+              f"train.eval_batch_size, model.proj_dim or the image sizes", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted: completed epochs are saved; continue with --resume", file=sys.stderr)
         return 130

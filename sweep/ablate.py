@@ -13,11 +13,13 @@ import csv
 import io
 import math
 from pathlib import Path
+from typing import Annotated
 
 import yaml
 from pydantic import Field, model_validator
+from pydantic import Strict as Strict_
 
-from hybridlt.sweep.config import ConfigError, Name, RunConfig, Seed, apply_overrides, validate_run_config
+from hybridlt.sweep.config import ConfigError, Int, Name, RunConfig, Seed, apply_overrides, validate_run_config
 from hybridlt.sweep.paired import ablation_report
 from hybridlt.sweep.results import open_store, read_dataset
 from hybridlt.sweep.spec import Resources, Strict, SweepSpec, read_spec
@@ -33,9 +35,9 @@ class AblationSpec(Strict):
     overrides: list[str] = Field(default_factory=list)
     variants: dict[str, list[str]] = Field(description="variant name -> --set overrides of the base")
     reference: str | None = Field(None, description="the variant the others are tested against (default: first)")
-    seeds: list[Seed] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=1)
+    seeds: list[Annotated[Seed, Strict_()]] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=1)
     resources: Resources = Resources()
-    concurrency: int | None = Field(None, ge=1)
+    concurrency: Int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _check(self):

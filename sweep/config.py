@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
+from pydantic import Strict as _Strict
 
 from hybridlt.data.dataset import DATASETS, required_fields
 from hybridlt.data.long_tail import PROFILES
@@ -28,6 +29,15 @@ Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 # Seeds feed numpy and torch generators (both take 0 .. 2^32-1 everywhere); names become folder names.
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)]
+# Strict types: a bool is not taken for 1, 2.7 is not truncated to a count, "0.1" is not a number;
+# floats must be finite (allow_inf_nan=False on every section).
+Int = Annotated[int, _Strict()]
+Float = Annotated[float, _Strict()]
+Bool = StrictBool
+MAX_SEED = 2**32 - 1
+MAX_YAML_BYTES = 1 << 20  # config and spec files: 1 MiB
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+MAX_NAME = 100  # run, sweep and variant names become folder names
 
 # The allowed names of every choice come from its registry (the registries live beside the implementations).
 def _choice(registry):
@@ -73,8 +83,8 @@ class DataConfig(Section):
     dataset: _choice(DATASETS) = "digits_lt"
     root: str = Field("data_cache", description="relative: against the config file's folder (--set: the "
                       "working directory)")
-    download: bool = False
-    imbalance_ratio: float = Field(100.0, ge=1.0)
+    download: Bool = False
+    imbalance_ratio: Float = Field(100.0, ge=1.0)
     profile: _choice(PROFILES) = "exp"
     max_count: int | None = Field(None, ge=1, description="images of the largest class (default: all)")
     test_per_class: int | None = Field(None, ge=1, description="digits_lt: balanced test images per class "
@@ -84,14 +94,16 @@ class DataConfig(Section):
     train_list: str | None = Field(None, description="image lists: iNaturalist JSON or 'path label' text")
     val_list: str | None = None
     class_names: str | None = Field(None, description="text lists: a file of class names, line i = class i")
-    image_size: int = Field(224, ge=8)
-    loader_workers: int | None = Field(None, ge=0, description="default: the CPUs this trial has")
-    memory_max_size: int = Field(64, ge=0, description="image_folder: decode into memory when every side is at "
+    image_size: Int = Field(224, ge=8, le=2048)
+    max_image_pixels: Int = Field(40_000_000, ge=1, description="image lists: refuse an image whose header "
+                                  "claims more pixels (width x height) than this, before decoding it")
+    loader_workers: Int | None = Field(None, ge=0, le=256, description="default: the CPUs this trial has")
+    memory_max_size: Int = Field(64, ge=0, description="image_folder: decode into memory when every side is at "
                                  "most this (0: never)")
     cache_dir: str | None = Field(None, description="image_folder: where the decoded cache lives (default: "
                                   "$HYBRIDLT_CACHE or ~/.cache/hybridlt)")
-    many_above: int = Field(100, ge=0, description="many-shot: more than this many training images")
-    few_below: int = Field(20, ge=1, description="few-shot: fewer than this many training images")
+    many_above: Int = Field(100, ge=0, description="many-shot: more than this many training images")
+    few_below: Int = Field(20, ge=1, description="few-shot: fewer than this many training images")
 
     @model_validator(mode="after")
     def _check(self):
@@ -108,22 +120,23 @@ class DataConfig(Section):
 class SamplerConfig(Section):
     contrastive: Sampler = "random"
     classifier: Sampler = "class_balanced"
-    positives: int = Field(2, ge=1, description="positives sampler: same-class samples per anchor")
+    positives: Int = Field(2, ge=1, description="positives sampler: same-class samples per anchor")
 
 
 class AugmentConfig(Section):
-    crop_padding: int = Field(4, ge=0)
-    flip: bool = True
+    crop_padding: Int = Field(4, ge=0, le=64)
+    flip: Bool = True
     grayscale_p: Fraction = 0.2
-    jitter: tuple[Annotated[float, Field(ge=0)], Annotated[float, Field(ge=0)],
-                  Annotated[float, Field(ge=0)], Annotated[float, Field(ge=0, le=0.5)]] = (0.4, 0.4, 0.4, 0.1)
+    jitter: tuple[Annotated[float, _Strict(), Field(ge=0)], Annotated[float, _Strict(), Field(ge=0)],
+                  Annotated[float, _Strict(), Field(ge=0)],
+                  Annotated[float, _Strict(), Field(ge=0, le=0.5)]] = (0.4, 0.4, 0.4, 0.1)
     jitter_p: Fraction = 0.8
 
 
 class ModelConfig(Section):
     backbone: _choice(BACKBONES) = "resnet32"
-    proj_dim: int = Field(128, ge=1)
-    proj_hidden: int | None = Field(None, ge=1, description="default: the backbone's feature width")
+    proj_dim: Int = Field(128, ge=1, le=65536)
+    proj_hidden: Int | None = Field(None, ge=1, le=65536, description="default: the backbone's feature width")
     classifier: _choice(CLASSIFIERS) | None = Field(
         None, description="default: cosine for ldam/ldam_drw, linear otherwise")
     bn_streams: Literal["joint", "separate"] = Field(
@@ -133,35 +146,35 @@ class ModelConfig(Section):
 class LossConfig(Section):
     contrastive: _choice(CONTRASTIVE_LOSSES) = "sc"
     classifier: _choice(CLASSIFIER_LOSSES) = "ce"
-    temperature: float = Field(0.1, gt=0.0)
-    prototypes_per_class: int = Field(1, ge=1, description="mpsc only")
+    temperature: Float = Field(0.1, gt=0.0)
+    prototypes_per_class: Int = Field(1, ge=1, le=1024, description="mpsc only")
     prototype_init: Literal["normal", "unit"] = Field(
         "normal", description="psc, mpsc: raw N(0, 1) prototypes (normalised where used) or unit-norm ones")
-    focal_gamma: float = Field(1.0, ge=0.0, description="focal, cb_focal, cb_softmax_focal: gamma")
-    cb_beta: float = Field(0.9999, ge=0.0, lt=1.0, description="cb_ce, cb_focal, ldam_drw: effective-number beta")
-    drw_start: float = Field(0.8, ge=0.0, le=1.0, description="ldam_drw: fraction of epochs before re-weighting")
-    ldam_max_margin: float = Field(0.5, gt=0.0, description="ldam: margin of the smallest class")
-    ldam_scale: float = Field(30.0, gt=0.0, description="ldam: logit scale s")
-    la_tau: float = Field(1.0, ge=0.0, description="logit_adjust: tau (1 = balanced softmax)")
+    focal_gamma: Float = Field(1.0, ge=0.0, description="focal, cb_focal, cb_softmax_focal: gamma")
+    cb_beta: Float = Field(0.9999, ge=0.0, lt=1.0, description="cb_ce, cb_focal, ldam_drw: effective-number beta")
+    drw_start: Float = Field(0.8, ge=0.0, le=1.0, description="ldam_drw: fraction of epochs before re-weighting")
+    ldam_max_margin: Float = Field(0.5, gt=0.0, description="ldam: margin of the smallest class")
+    ldam_scale: Float = Field(30.0, gt=0.0, description="ldam: logit scale s")
+    la_tau: Float = Field(1.0, ge=0.0, description="logit_adjust: tau (1 = balanced softmax)")
 
 
 class CurriculumConfig(Section):
     kind: _choice(CURRICULA) = "power"
-    power: float = Field(2.0, gt=0.0, description="power: alpha = 1 - (t/T)^power")
+    power: Float = Field(2.0, gt=0.0, description="power: alpha = 1 - (t/T)^power")
     value: Fraction = Field(0.5, description="constant: alpha")
     switch: Fraction = Field(0.5, description="step, two_stage: fraction of epochs before the switch")
     low: Fraction = Field(0.0, description="step: alpha after the switch")
 
 
 class OptimConfig(Section):
-    lr: float = Field(0.5, gt=0.0)
-    momentum: float = Field(0.9, ge=0.0, lt=1.0)
-    weight_decay: float = Field(1e-4, ge=0.0)
-    nesterov: bool = False
+    lr: Float = Field(0.5, gt=0.0)
+    momentum: Float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: Float = Field(1e-4, ge=0.0)
+    nesterov: Bool = False
     schedule: _choice(SCHEDULES) = "multistep"
-    warmup_epochs: float = Field(0.0, ge=0.0)
-    milestones: list[Annotated[int, Field(ge=1)]] = [120, 160]
-    gamma: float = Field(0.1, gt=0.0, le=1.0)
+    warmup_epochs: Float = Field(0.0, ge=0.0)
+    milestones: list[Annotated[int, _Strict(), Field(ge=1)]] = [120, 160]
+    gamma: Float = Field(0.1, gt=0.0, le=1.0)
 
     @field_validator("milestones")
     @classmethod
@@ -172,18 +185,26 @@ class OptimConfig(Section):
 
 
 class TrainConfig(Section):
-    epochs: int = Field(200, ge=1)
-    batch_size: int = Field(512, ge=2, description="per step and stream, summed over workers")
-    eval_batch_size: int = Field(1024, ge=1)
+    epochs: Int = Field(200, ge=1, le=100_000)
+    batch_size: Int = Field(512, ge=2, le=1 << 20, description="per step and stream, summed over workers")
+    eval_batch_size: Int = Field(1024, ge=1, le=1 << 20)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: bool = Field(True, description="bf16 autocast on CUDA")
-    channels_last: bool = Field(True, description="channels_last memory format on CUDA")
-    compile: bool | Literal["default", "reduce-overhead", "max-autotune"] = Field(
+    amp: Bool = Field(True, description="bf16 autocast on CUDA")
+    channels_last: Bool = Field(True, description="channels_last memory format on CUDA")
+    compile: Bool | Literal["default", "reduce-overhead", "max-autotune"] = Field(
         False, description="torch.compile the objective; 'reduce-overhead' captures its step in CUDA graphs")
-    checkpoint_every: int = Field(1, ge=1)
-    eval_every: int = Field(1, ge=1, description="epochs between evaluations (the last epoch and "
+    checkpoint_every: Int = Field(1, ge=1)
+    eval_every: Int = Field(1, ge=1, description="epochs between evaluations (the last epoch and "
                                                   "every scheduler rung always)")
-    keep_checkpoints: int = Field(2, ge=1)
+    keep_checkpoints: Int = Field(2, ge=1)
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile_mode(cls, v):  # one message, not one per member of the union
+        modes = ("default", "reduce-overhead", "max-autotune")
+        if not isinstance(v, bool) and v not in modes:
+            raise ValueError(f"unknown value {v!r}; allowed: false, true, {', '.join(map(repr, modes))}")
+        return v
 
 
 class RunConfig(Section):
@@ -257,6 +278,8 @@ def parse_override(text: str) -> tuple[str, object]:
     key, sep, raw = text.partition("=")
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set: {text!r} is not of the form section.key=value")
+    if len(raw) > 10_000:
+        raise ConfigError(f"--set {key}: value of {len(raw)} characters; allowed: at most 10000")
     value = parse_yaml_text(raw, f"--set {key}: value {raw!r}") if raw else ""
     return key, value
 
@@ -270,69 +293,95 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
 MAX_YAML_BYTES = 1 << 20  # a run config or spec is a few KB; anything near this is not one
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses what a config never needs and an attacker would use: anchors and
-    aliases (a few lines that expand into gigabytes) and duplicate keys (where the last one silently wins)."""
+class _BoundedLoader(yaml.SafeLoader):
+    """Safe YAML without its two traps for a config: an alias (``*a``) is refused, since a few of them
+    expand a small file into gigabytes, and a key given twice is refused instead of the last one winning."""
 
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
-            raise yaml.constructor.ConstructorError(None, None, f"alias *{event.anchor} is not allowed "
-                                                    "(write the value out)", event.start_mark)
-        event = self.peek_event()
-        if getattr(event, "anchor", None):
-            raise yaml.constructor.ConstructorError(None, None, f"anchor &{event.anchor} is not allowed",
-                                                    event.start_mark)
+            raise yaml.constructor.ConstructorError(
+                None, None, f"alias *{event.anchor} is not allowed (anchors and aliases are refused; "
+                            f"write the value out)", event.start_mark)
         return super().compose_node(parent, index)
 
     def construct_mapping(self, node, deep=False):
         seen = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark)
             try:
-                seen[key] = key_node.start_mark.line
-            except TypeError:  # an unhashable key: the base constructor names it
+                first = seen.setdefault(key, key_node)
+            except TypeError:  # an unhashable key: let PyYAML say so
                 break
+            if first is not key_node:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (first on line {first.start_mark.line + 1}); "
+                                f"allowed: each key once", key_node.start_mark)
         return super().construct_mapping(node, deep)
 
 
-def parse_yaml_text(text: str, where: str):
-    """YAML text to Python values with ``_StrictLoader``; errors name ``where`` and the line."""
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line: ``line L, column C: problem`` (PyYAML's own text spans several lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"{where}{f'{context}: ' if context else ''}{problem}".replace("\n", " ")
+
+
+def parse_yaml(text: str, source: str):
+    """YAML text as Python values through the bounded loader; errors become one ``ConfigError`` line."""
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506  (a SafeLoader subclass)
+        return yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f", line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{where}{at}: not valid YAML ({problem})") from None
+        raise ConfigError(f"{source}: not valid YAML ({_yaml_problem(exc)})") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: not valid YAML (nested too deeply; allowed: a few levels of sections)") from None
+
+
+def decode_text(data: bytes, source: str) -> str:
+    """UTF-8 text (a byte-order mark is accepted and dropped); a bad byte is named by line and column."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigError(f"{source}: line {line}, column {column}: byte 0x{data[exc.start]:02x} is not UTF-8 "
+                          f"({exc.reason}); allowed: UTF-8 text") from None
 
 
 def read_yaml(path: str | Path, what: str = "config") -> dict:
+    """A config or spec file as a dict: at most ``MAX_YAML_BYTES``, UTF-8, no aliases, no repeated keys."""
     path = Path(path)
+    shown = f"{what} {path}" + ("" if path.is_absolute() else f" (relative to the working directory {Path.cwd()})")
     if path.is_dir():
-        raise ConfigError(f"{what} {path}: is a folder; a YAML file is expected")
+        raise ConfigError(f"{shown}: is a folder; allowed: a YAML file")
     if not path.is_file():
-        raise ConfigError(f"{what} {path}: file not found (relative paths are taken from the working folder "
-                          f"{Path.cwd()})" if not path.is_absolute() else f"{what} {path}: file not found")
-    size = path.stat().st_size
-    if size > MAX_YAML_BYTES:
-        raise ConfigError(f"{what} {path}: {size} bytes; a config or spec file may hold at most {MAX_YAML_BYTES}")
-    data = path.read_bytes()
+        raise ConfigError(f"{shown}: file not found")
     try:
-        text = data.decode("utf-8-sig")  # a byte-order mark is fine
-    except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise ConfigError(f"{what} {path}, line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
-                          f"{exc.start}); save the file as UTF-8") from None
-    raw = parse_yaml_text(text, f"{what} {path}")
+        size = path.stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise ConfigError(f"{what} {path}: {size} bytes; allowed: at most {MAX_YAML_BYTES} bytes (1 MiB)")
+        data = path.read_bytes()
+    except PermissionError:
+        raise ConfigError(f"{what} {path}: not readable (permission denied)") from None
+    except OSError as exc:
+        raise ConfigError(f"{what} {path}: cannot be read ({exc.strerror})") from None
+    if b"\0" in data[:8192]:
+        raise ConfigError(f"{what} {path}: not a text file (it holds NUL bytes); allowed: a UTF-8 YAML file")
+    raw = parse_yaml(decode_text(data, f"{what} {path}"), f"{what} {path}")
     if raw is None:
         return {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{what} {path}: top level must be a mapping of sections, got {type(raw).__name__}")
+    bad = [k for k in raw if not isinstance(k, str)]
+    if bad:
+        raise ConfigError(f"{what} {path}: key {bad[0]!r} is a {type(bad[0]).__name__}; allowed: names (text)")
     return raw
+
+
+_StrictLoader = _BoundedLoader
+parse_yaml_text = parse_yaml  # the name other readers use
 
 
 def validate_run_config(raw: dict, source: str = "config") -> RunConfig:

@@ -124,6 +124,10 @@ def read_table_file(loc: Location, table: str) -> pa.Table | None:
     except (pa.ArrowInvalid, OSError) as exc:
         warnings.warn(f"results store: skipping {loc}: not a readable Parquet file ({exc})", stacklevel=2)
         return None
+    version = (data.schema.metadata or {}).get(b"hybridlt_schema_version")
+    if version is not None and (not version.isdigit() or int(version) > SCHEMA_VERSION):
+        raise StoreError(f"results store: {loc}: written by store schema version {version.decode(errors='replace')}; "
+                         f"this hybridlt reads versions up to {SCHEMA_VERSION}: upgrade hybridlt to read it")
     missing = REQUIRED[table] - set(data.schema.names)
     if missing:
         warnings.warn(f"results store: skipping {loc}: not a hybridlt {table} file "
@@ -142,7 +146,11 @@ def read_dataset(root: str | Path | Location, table: str, name_prefix: str = "")
     parts = [read_table_file(folder / name, table) for name in sorted(list_parquet(folder))
              if name.startswith(name_prefix)]
     parts = [p for p in parts if p is not None]
-    return pa.concat_tables(parts, promote_options="default") if parts else None
+    try:
+        return pa.concat_tables(parts, promote_options="default") if parts else None
+    except (pa.ArrowTypeError, pa.ArrowInvalid) as exc:
+        raise StoreError(f"results store: {folder}: its files disagree on column types ({exc}); "
+                         f"allowed: files of one sweep, as hybridlt wrote them") from None
 
 
 def read_sweep_doc(root: Location) -> dict:
@@ -266,9 +274,16 @@ def export_best(results, output, metric: str | None = None, mode: str | None = N
     if best is None:
         raise ConfigError(f"--metric: no trial reported {metric!r}")
     out = Path(output)
+    if out.is_dir():
+        raise InputError(f"-o: {out} is a folder; allowed: a file path")
     if out.exists() and not force:
         raise OutputExistsError(f"-o: {out} exists; pass --force to overwrite it")
-    write_text_atomic(exported_config(best, root, metric), out)
+    text = exported_config(best, root, metric)
+    try:
+        write_text_atomic(text, out)
+    except OSError as exc:
+        raise InputError(f"-o: {out}: cannot be written ({exc.strerror or exc}); "
+                         f"allowed: a writable file path") from None
     return {**best, "_metric": metric}
 
 

@@ -19,7 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serial
 
 from hybridlt.sweep.config import (
     MISSING,
+    Bool,
     ConfigError,
+    Float,
+    Int,
     Name,
     RunConfig,
     Seed,
@@ -38,7 +41,7 @@ from hybridlt.sweep.search import SCHEDULERS, SEARCH_ALGORITHMS
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice", "grid")
 
 
-IntRange = tuple[int, int]  # named before Param, whose field "int" shadows the builtin
+IntRange = tuple[Int, Int]  # named before Param, whose field "int" shadows the builtin
 
 
 class Strict(BaseModel):
@@ -47,12 +50,12 @@ class Strict(BaseModel):
 
 
 class Param(Strict):
-    loguniform: tuple[float, float] | None = None
-    uniform: tuple[float, float] | None = None
+    loguniform: tuple[Float, Float] | None = None
+    uniform: tuple[Float, Float] | None = None
     int: IntRange | None = None
     choice: list[Any] | None = None
     grid: list[Any] | None = None
-    log: bool = Field(False, description="int: sample on a log scale")
+    log: Bool = Field(False, description="int: sample on a log scale")
     when: dict[str, Any | list[Any]] = Field(default_factory=dict,
                                              description="sample only when these paths have these values")
 
@@ -145,17 +148,17 @@ class Tracking(Strict):
 
 class Scheduler(Strict):
     kind: Literal[SCHEDULERS.names()] = "asha"  # type: ignore[valid-type]
-    grace_period: int = Field(5, ge=1, description="epochs every trial runs before ASHA may stop it")
-    reduction_factor: float = Field(3.0, gt=1.0)
+    grace_period: Int = Field(5, ge=1, description="epochs every trial runs before ASHA may stop it")
+    reduction_factor: Float = Field(3.0, gt=1.0)
 
 
 class Resources(Strict):
-    workers: int = Field(1, ge=1, description="DDP workers per trial (Ray Train)")
-    cpus_per_worker: float = Field(1.0, gt=0)
-    gpus_per_worker: float = Field(0.0, ge=0, description="fractional: 0.25 = four trials share a GPU")
-    use_train: bool | None = Field(None, description="run one-worker trials through Ray Train too "
+    workers: Int = Field(1, ge=1, description="DDP workers per trial (Ray Train)")
+    cpus_per_worker: Float = Field(1.0, gt=0)
+    gpus_per_worker: Float = Field(0.0, ge=0, description="fractional: 0.25 = four trials share a GPU")
+    use_train: Bool | None = Field(None, description="run one-worker trials through Ray Train too "
                                                      "(default: only when workers > 1)")
-    max_failures: int = Field(2, ge=0, description="restarts of a trial from its checkpoint after a lost worker")
+    max_failures: Int = Field(2, ge=0, description="restarts of a trial from its checkpoint after a lost worker")
 
 
 class SweepSpec(Strict):
@@ -169,9 +172,9 @@ class SweepSpec(Strict):
     scheduler: Scheduler = Scheduler()
     resources: Resources = Resources()
     tracking: Tracking = Tracking()
-    trials: int = Field(16, ge=1, description="trials to run (grid: repeats of the whole grid)")
-    concurrency: int | None = Field(None, ge=1, description="default: as many as the resources allow")
-    time_budget_s: float | None = Field(None, gt=0)
+    trials: Int = Field(16, ge=1, le=100_000, description="trials to run (grid: repeats of the whole grid)")
+    concurrency: Int | None = Field(None, ge=1, description="default: as many as the resources allow")
+    time_budget_s: Float | None = Field(None, gt=0)
 
     @property
     def storage_uri(self) -> str:

@@ -91,6 +91,17 @@ def start_ray(address: str | None, trial_slots: int, num_cpus: int | None = None
              dashboard_port=port, resources={TRIAL_RESOURCE: trial_slots}, log_to_driver=log_to_driver,
              runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}},
              configure_logging=False)
+    private_secrets()
+
+
+def private_secrets() -> None:
+    """Ray 2.60 writes its cluster token ``~/.ray/auth_token`` mode 0644: make it readable by its owner only."""
+    token = Path.home() / ".ray" / "auth_token"
+    try:
+        if token.is_file() and token.stat().st_mode & 0o077:
+            token.chmod(0o600)
+    except OSError:
+        pass  # not ours to change (another user's home, read-only): Ray still runs
 
 
 def total_trials(spec: SweepSpec, param_space: dict | None = None) -> int:

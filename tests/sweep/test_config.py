@@ -117,7 +117,7 @@ def test_missing_and_binary_files(tmp_path):
         load_run_config(tmp_path / "nope.yaml")
     binary = tmp_path / "b.yaml"
     binary.write_bytes(b"\xff\xfe\x00\x81")
-    with pytest.raises(ConfigError, match=r"b.yaml, line 1: not UTF-8 text \(byte 0xff at offset 0\)"):
+    with pytest.raises(ConfigError, match=r"b.yaml: not a text file \(it holds NUL bytes\); allowed: a UTF-8 YAML"):
         load_run_config(binary)
 
 
