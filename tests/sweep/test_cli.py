@@ -33,7 +33,7 @@ def test_resume_of_finished_run_says_so(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["train", "--config", "missing.yaml"], "missing.yaml: file not found"),
+    (["train", "--config", "missing.yaml"], "missing.yaml (relative to the working directory"),
     (["train", "--config", QUICKSTART, "--set", "loss.temperature=-1"], "loss.temperature"),
     (["train", "--config", QUICKSTART, "--set", "bogus"], "not of the form"),
     (["train", "--resume"], "--out DIR is required"),
