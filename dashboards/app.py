@@ -85,7 +85,7 @@ def table_rows(trials: pd.DataFrame, columns: list[dict], metric: str, mode: str
 def status_line(cache: q.ResultsCache, trials: pd.DataFrame) -> str:
     """Trials by status, the store and when it was last looked at."""
     counts = trials["status"].value_counts().to_dict() if len(trials) else {}
-    parts = [f"{counts.get(s, 0)} {n}" for s, n in (("completed", "completed"), ("stopped", "stopped early"),
+    parts = [f"{counts.get(s, 0)} {n}" for s, n in (("completed", "completed"), ("stopped_early", "stopped early"),
                                                     ("failed", "failed"), ("running", "running"))]
     return (f"{len(trials)} trials: {', '.join(parts)} · store {cache.root or cache.where} · "
             f"checked {time.strftime('%H:%M:%S')}")

@@ -28,7 +28,7 @@ def cache(tmp_path):
 def test_trials_frame_has_rows_params_and_objective(cache):
     trials = cache.trials().set_index("trial_id")
     assert sorted(trials.index) == ["t1", "t2", "t3"]
-    assert trials.loc["t3", "status"] == "stopped" and trials.loc["t1", "epochs_done"] == 2
+    assert trials.loc["t3", "status"] == "stopped_early" and trials.loc["t1", "epochs_done"] == 2
     assert trials.loc["t2", "final_acc"] == pytest.approx(0.65)
     assert q.param_columns(cache.trials()) == ["param.loss.temperature", "param.loss.contrastive"]
     assert cache.objective() == (["acc"], ["max"]) and cache.group_thresholds() == (100, 20)
