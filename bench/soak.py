@@ -67,7 +67,8 @@ def main() -> None:
         time.sleep(5)  # let Ray finish tearing down the last trial
         rows = trials.to_pylist()
         alive = [pg for pg in list_placement_groups() if pg.state != "REMOVED"]
-        statuses = {s: sum(r["status"] == s for r in rows) for s in ("completed", "stopped", "failed")}
+        statuses = {s: sum(r["status"] == s for r in rows)
+                    for s in ("completed", "stopped_early", "interrupted", "failed")}
         epochs = read_dataset(Path(storage) / "soak" / "results", "epochs").num_rows
     leftover = ray_processes()
     first, mid, last = memory.samples[0], memory.samples[len(memory.samples) // 2], memory.samples[-1]

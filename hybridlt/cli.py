@@ -124,14 +124,20 @@ def _sweep_display(cb) -> None:
     console.print(cb.progress_line(), highlight=False)
 
 
-def best_trial(trials: list[dict], metric: str, mode: str) -> dict:
-    """``sweep.results.best_trial``, or a user error when no trial reported ``metric``."""
+def best_trial(trials: list[dict], metric: str, mode: str, rule: str = "completed",
+               epochs: list[dict] | None = None) -> dict | None:
+    """``sweep.results.best_trial``: the best comparable trial and the rule that chose it, or None."""
     from hybridlt.sweep.results import best_trial as pick
 
-    best = pick(trials, metric, mode)
-    if best is None:
-        raise ConfigError(f"--metric: no trial reported {metric!r}")
-    return best
+    return pick(trials, metric, mode, rule, epochs)
+
+
+def resume_command(argv: list[str]) -> str:
+    """The exact command that continues this sweep: the one typed, with ``--resume``."""
+    import shlex
+
+    args = [a for a in argv if a != "--resume"]
+    return shlex.join(["hybridlt", *args, "--resume"])
 
 
 def trials_table(trials: list[dict], metric: str, mode: str, limit: int = 10) -> Table:
@@ -176,6 +182,7 @@ def fixed_costs_line(timings: dict, address: str | None = None) -> str:
 
 
 def cmd_sweep(args) -> int:
+    from hybridlt.sweep.faults import pause_at
     from hybridlt.sweep.spec import load_sweep_spec
     from hybridlt.sweep.tuner import run_sweep
 
@@ -184,16 +191,11 @@ def cmd_sweep(args) -> int:
                   f"{spec.scheduler.kind} scheduler, storage {spec.storage}")
     timings: dict = {}
     trials, seconds = run_sweep(spec, base, args.resume, args.address, _sweep_display, args.num_cpus,
-                                timings=timings)
+                                resume_command=resume_command(args.argv), timings=timings)
     timings["shutdown_s"] = _stop_local_ray(args.address)
-    rows = trials.to_pylist() if trials is not None else []
-    metric, mode = spec.objective.metrics[0], spec.objective.modes[0]
-    console.print(trials_table(rows, metric, mode))
-    best = best_trial(rows, metric, mode)
-    console.print(f"best trial: {best['trial_id']} ({best['status']}, {best['epochs_done']} epochs)")
-    console.print(summary_table({k.removeprefix("final_"): v for k, v in best.items()},
-                                f"best trial {best['trial_id']}: test accuracy (%)"))
+    pause_at("final_table")
     results = f"{spec.storage.rstrip('/')}/{spec.name}/results"
+    print_final(trials, spec.objective.metrics[0], spec.objective.modes[0], args.rank_by, results)
     console.print(f"sweep wall time {seconds:.0f}s; {fixed_costs_line(timings, args.address)}; results: {results}",
                   highlight=False)
     if spec.search.algorithm != "grid":
@@ -204,12 +206,31 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def print_final(trials, metric: str, mode: str, rule: str, results: str) -> None:
+    """The trials table and the best comparable trial, saying which rule chose it."""
+    from hybridlt.sweep.results import read_dataset
+
+    rows = trials.to_pylist() if trials is not None else []
+    console.print(trials_table(rows, metric, mode))
+    epochs = read_dataset(results, "epochs") if rule == "common-epoch" else None
+    best = best_trial(rows, metric, mode, rule, epochs.to_pylist() if epochs is not None else None)
+    if best is None:
+        console.print(f"best trial: none comparable yet (rule: {rule}); --rank-by common-epoch ranks "
+                      f"stopped-early trials too")
+        return
+    console.print(f"best trial: {best['trial_id']} ({best['status']}, {best['epochs_done']} epochs), "
+                  f"chosen by {best['_rule']}")
+    console.print(summary_table({k.removeprefix("final_"): v for k, v in best.items()},
+                                f"best trial {best['trial_id']}: test accuracy (%)"))
+
+
 def cmd_export_best(args) -> int:
     from hybridlt.sweep.results import export_best
 
-    best = export_best(args.results, args.output, args.metric, args.mode, args.force)
+    best = export_best(args.results, args.output, args.metric, args.mode, args.force, args.rank_by)
     metric = best["_metric"]
-    console.print(f"wrote {args.output}: trial {best['trial_id']}, final {metric} {_pct(best.get('final_' + metric))}%")
+    console.print(f"wrote {args.output}: trial {best['trial_id']}, final {metric} {_pct(best.get('final_' + metric))}%"
+                  f", chosen by {best['_rule']}")
     return 0
 
 
@@ -286,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
     sweep.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     sweep.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
+    sweep.add_argument("--rank-by", choices=["completed", "common-epoch"], default="completed",
+                       help="best trial: final value of completed trials (default), or every finished trial's "
+                            "value at the latest epoch all reached")
     sweep.set_defaults(func=cmd_sweep)
 
     export = sub.add_parser("export-best", help="write the best trial's run config")
@@ -294,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--mode", choices=["max", "min"])
     export.add_argument("-o", "--output", required=True)
     export.add_argument("--force", action="store_true", help="overwrite --output")
+    export.add_argument("--rank-by", choices=["completed", "common-epoch"], default="completed",
+                        help="which trials are comparable (see hybridlt sweep --rank-by)")
     export.set_defaults(func=cmd_export_best)
 
     ablate = sub.add_parser("ablate", help="variants x seeds with mean ± std and paired tests")
@@ -324,7 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     try:
         return args.func(args)
     except HybridLTError as exc:
@@ -341,9 +369,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: out of memory ({str(exc).splitlines()[0][:200]}); lower train.batch_size, "
               f"train.eval_batch_size, model.proj_dim or the image sizes", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: completed epochs are saved; continue with --resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        import signal
+
+        message = getattr(exc, "message", None)
+        if message is None:
+            hint = f"\n  {resume_command(argv)}" if args.command in ("sweep", "ablate") else ""
+            message = ("interrupted: finished trials and completed epochs are saved; continue with:"
+                       f"{hint or ' --resume'}")
+        print(message, file=sys.stderr)
+        return 128 + getattr(exc, "signum", signal.SIGINT)
 
 
 if __name__ == "__main__":

@@ -63,8 +63,9 @@ def load_ablation_spec(path: str | Path, overrides: list[str] = ()) -> tuple[Abl
 
 
 def as_sweep(spec: AblationSpec) -> SweepSpec:
-    """The Tune grid that runs the ablation: no searched space, the grid comes as ``param_space``."""
-    return SweepSpec(name=spec.name, storage=spec.storage, base=spec.base, overrides=spec.overrides, space={},
+    """The Tune grid that runs the ablation: the variants and the seeds are two grid parameters."""
+    space = {"variant": {"variants": spec.variants}, "seed": {"grid": list(spec.seeds)}}
+    return SweepSpec(name=spec.name, storage=spec.storage, base=spec.base, overrides=spec.overrides, space=space,
                      objective={"metric": "acc", "mode": "max"}, search={"algorithm": "grid"},
                      scheduler={"kind": "none"}, resources=spec.resources, trials=1, concurrency=spec.concurrency)
 
@@ -73,10 +74,8 @@ def run_ablation(spec: AblationSpec, base: RunConfig, resume: bool = False, addr
                  num_cpus: int | None = None):
     from hybridlt.sweep.tuner import run_sweep
 
-    sweep = as_sweep(spec)
-    grid = {"variant": list(spec.variants), "seed": list(spec.seeds)}
     root = Location.of(f"{spec.storage.rstrip('/')}/{spec.name}")
-    trials, seconds = run_sweep(sweep, base, resume, address, show, num_cpus, variants=spec.variants, param_space=grid)
+    trials, seconds = run_sweep(as_sweep(spec), base, resume, address, show, num_cpus)
     write_text_atomic(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), root / "ablation.yaml")
     return trials, seconds
 

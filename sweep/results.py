@@ -1,8 +1,11 @@
 """The sweep results store: ``<storage>/<name>/results/{trials,epochs,per_class}/`` Parquet datasets.
 
-``trials``: one file per trial, written once when the trial ends (completed, stopped early or
-failed). ``epochs`` and ``per_class``: one file per trial and epoch, written by the trial's
-rank 0 as it reports (a re-run epoch after a restart replaces its own file atomically).
+``trials``: one file per trial with its status (``STATUSES``): written once when the trial
+ends (completed, stopped early, failed); an ``interrupted`` row (the driver, a worker or a node
+went away) is replaced when ``--resume`` finishes the trial. ``epochs`` and ``per_class``: one
+file per trial and epoch, written by the trial's rank 0 as it reports (a re-run epoch after a
+restart replaces its own file atomically). ``configs/<trial>.yaml``: what the trial trained
+with, recorded by its rank 0 (parameters, resolved config, the built losses' settings).
 ``sweep.yaml`` holds the spec and the resolved base config; ``pareto.parquet`` the
 non-dominated trials of a multi-objective sweep. Readable with pyarrow, pandas or DuckDB.
 """
@@ -38,13 +41,21 @@ from hybridlt.sweep.store import (
     write_text_atomic,
 )
 
+STATUSES = {
+    "completed": "ran every planned epoch",
+    "stopped_early": "stopped by the scheduler (ASHA) or the time budget; stopped_epoch says when",
+    "interrupted": "the driver, a worker or a node went away; --resume finishes it",
+    "failed": "raised an error (error: its last line), after resources.max_failures retries",
+}
+FINISHED = ("completed", "stopped_early", "failed")  # final: --resume never re-runs these
+RANK_RULES = ("completed", "common-epoch")
 GROUP_METRICS = ACCURACY_METRICS
 TRIAL_FIXED = [
     ("trial_id", pa.string()), ("status", pa.string()), ("error", pa.string()), ("epochs_done", pa.int32()),
     ("epochs_planned", pa.int32()), ("wall_time_s", pa.float64()),
     *[(f"final_{m}", pa.float64()) for m in FINAL_METRICS],
     *[(f"best_{m}", pa.float64()) for m in FINAL_METRICS], ("best_epoch", pa.int32()),
-    ("config_yaml", pa.string()), ("schema_version", pa.int32()),
+    ("config_yaml", pa.string()), ("schema_version", pa.int32()), ("stopped_epoch", pa.int32()),
 ]
 TABLES = {"epochs": EPOCH_SCHEMA, "per_class": PER_CLASS_SCHEMA}
 
@@ -133,8 +144,26 @@ def read_table_file(loc: Location, table: str) -> pa.Table | None:
         warnings.warn(f"results store: skipping {loc}: not a hybridlt {table} file "
                       f"(no {', '.join(sorted(missing))} column)", stacklevel=2)
         return None
+    if table == "trials":
+        data = upgrade_trials(data)
     schema = TABLES.get(table)
     return data if schema is None else conform(data, schema)
+
+
+def upgrade_trials(data: pa.Table) -> pa.Table:
+    """Trials rows of schema 1 read as schema 2: ``stopped`` is ``stopped_early`` at its last epoch."""
+    version = data.column("schema_version").to_pylist() if "schema_version" in data.schema.names else None
+    if version is not None and all(v is not None and v >= 2 for v in version):
+        return data
+    old = [v is None or v < 2 for v in (version or [None] * data.num_rows)]
+    status = [("stopped_early" if s == "stopped" and o else s) for s, o in zip(data.column("status").to_pylist(), old,
+                                                                               strict=True)]
+    data = data.set_column(data.schema.get_field_index("status"), "status", pa.array(status, pa.string()))
+    if "stopped_epoch" not in data.schema.names and "epochs_done" in data.schema.names:
+        stopped = [e if s == "stopped_early" else None for s, e in zip(status, data.column("epochs_done").to_pylist(),
+                                                                         strict=True)]
+        data = data.append_column("stopped_epoch", pa.array(stopped, pa.int32()))
+    return data
 
 
 def read_dataset(root: str | Path | Location, table: str, name_prefix: str = "") -> pa.Table | None:
@@ -249,18 +278,42 @@ def sweep_objective(sweep_doc: dict) -> tuple[list[str], list[str]]:
     return metrics, [modes or (METRICS[m].direction if m in METRICS else "max") for m in metrics]
 
 
-def best_trial(trials: list[dict], metric: str, mode: str) -> dict | None:
-    """The best trial row by its final ``metric``: completed trials first, then any that reported it."""
-    key = f"final_{metric}"
-    scored = [t for t in trials if t.get(key) is not None and t[key] == t[key]]  # NaN != NaN
-    pool = [t for t in scored if t["status"] == "completed"] or scored
-    return (max if mode == "max" else min)(pool, key=lambda t: t[key]) if pool else None
+def best_trial(trials: list[dict], metric: str, mode: str, rule: str = "completed",
+               epochs: list[dict] | None = None) -> dict | None:
+    """The best trial row among comparable ones, with ``_rule`` saying how it was chosen.
+
+    ``completed`` (default): by the final ``metric`` of completed trials only. ``common-epoch``:
+    every finished trial (completed or stopped early) by its ``metric`` at the latest epoch all of
+    them reached (needs ``epochs``). Interrupted, failed or running trials are never chosen.
+    """
+    if rule not in RANK_RULES:
+        raise ValueError(f"rule: {rule!r}; allowed: {RANK_RULES}")
+    pick = max if mode == "max" else min
+    if rule == "completed":
+        key = f"final_{metric}"
+        pool = [t for t in trials if t["status"] == "completed" and t.get(key) is not None and t[key] == t[key]]
+        if not pool:
+            return None
+        return {**pick(pool, key=lambda t: t[key]), "_value": None, "_rule":
+                f"final {metric} among completed trials ({len(pool)} of {len(trials)})"}
+    finished = [t for t in trials if t["status"] in ("completed", "stopped_early") and (t.get("epochs_done") or 0) > 0]
+    if not finished:
+        return None
+    common = min(t["epochs_done"] for t in finished)
+    at = {r["trial_id"]: r.get(metric) for r in epochs or [] if r["epoch"] == common}
+    pool = [t for t in finished if at.get(t["trial_id"]) is not None and at[t["trial_id"]] == at[t["trial_id"]]]
+    if not pool:
+        return None
+    best = pick(pool, key=lambda t: at[t["trial_id"]])
+    return {**best, "_value": at[best["trial_id"]], "_rule": f"{metric} at epoch {common}, the latest epoch every "
+            f"finished trial reached ({len(pool)} of {len(trials)} trials)"}
 
 
-def export_best(results, output, metric: str | None = None, mode: str | None = None, force: bool = False) -> dict:
+def export_best(results, output, metric: str | None = None, mode: str | None = None, force: bool = False,
+                rule: str = "completed") -> dict:
     """Write the best trial's run config to ``output`` (refusing to overwrite unless ``force``).
 
-    Returns the trial's row, with ``_metric`` naming the metric it was chosen by.
+    Returns the trial's row, with ``_metric`` naming the metric and ``_rule`` the rule it was chosen by.
     """
     from hybridlt.sweep.config import ConfigError
 
@@ -270,15 +323,21 @@ def export_best(results, output, metric: str | None = None, mode: str | None = N
         raise ConfigError(f"RESULTS: {root} holds no finished trial yet")
     metrics, modes = sweep_objective(read_sweep_doc(root))
     metric, mode = metric or metrics[0], mode or modes[0]
-    best = best_trial(trials.to_pylist(), metric, mode)
+    epochs = read_dataset(root, "epochs") if rule == "common-epoch" else None
+    best = best_trial(trials.to_pylist(), metric, mode, rule, epochs.to_pylist() if epochs is not None else None)
     if best is None:
-        raise ConfigError(f"--metric: no trial reported {metric!r}")
+        hint = (" (none completed yet: --rank-by common-epoch ranks stopped-early trials too)"
+                if rule == "completed" else "")
+        raise ConfigError(f"--metric: no finished trial reported {metric!r}{hint}")
     out = Path(output)
     if out.is_dir():
         raise InputError(f"-o: {out} is a folder; allowed: a file path")
     if out.exists() and not force:
         raise OutputExistsError(f"-o: {out} exists; pass --force to overwrite it")
+    from hybridlt.sweep.faults import pause_at
+
     text = exported_config(best, root, metric)
+    pause_at("export")
     try:
         write_text_atomic(text, out)
     except OSError as exc:
@@ -287,7 +346,7 @@ def export_best(results, output, metric: str | None = None, mode: str | None = N
     return {**best, "_metric": metric}
 
 
-def exported_config(row: dict, root, metric: str) -> str:
+def exported_config(row: dict, root, metric: str, header: str | None = None) -> str:
     """What ``hybridlt export-best`` writes for a trial row: a comment line, then its resolved run
     config named ``<name>-best``, ready for ``hybridlt train --config``.
 
@@ -304,5 +363,6 @@ def exported_config(row: dict, root, metric: str) -> str:
     cfg["name"] = f"{cfg.get('name', 'run')}-best"
     value = row.get(f"final_{metric}")
     shown = "-" if value is None or value != value else f"{100 * value:.1f}"
-    header = f"# trial {row['trial_id']} of {root}: final {metric} {shown}%\n"
-    return header + yaml.safe_dump(cfg, sort_keys=False)
+    rule = f"; chosen by {row['_rule']}" if row.get("_rule") else ""
+    first = header or f"# trial {row['trial_id']} of {root}: final {metric} {shown}%{rule}"
+    return first + "\n" + yaml.safe_dump(cfg, sort_keys=False)

@@ -110,10 +110,7 @@ def train_distributed(cfg: RunConfig | None, run_dir: str | Path, workers: int, 
     Rank 0 writes the same tables as a local run; checkpoints live in ``RUN_DIR/ray`` and a
     second start with ``resume`` continues from the last one (Ray Train's own restore).
     """
-    import ray.train as train
-    from ray.train.torch import TorchTrainer
-
-    from hybridlt.sweep.trial import worker_loop
+    from hybridlt.sweep.trial import fit_with_train
     from hybridlt.sweep.tuner import start_ray
 
     run_dir = Path(run_dir).resolve()
@@ -124,19 +121,9 @@ def train_distributed(cfg: RunConfig | None, run_dir: str | Path, workers: int, 
                           f"each step splits the batch evenly over the workers")
     cfg = prepare_run_dir(run_dir, cfg, resume)
     start_ray(address, 1, log_to_driver=True)  # one run: its workers' warnings belong on this terminal
-    use_gpu = gpus_per_worker > 0
-    trainer = TorchTrainer(
-        worker_loop,
-        train_loop_config={"cfg": cfg.model_dump(mode="json"), "trial_id": cfg.name, "results_root": str(run_dir),
-                           "api": "train"},
-        scaling_config=train.ScalingConfig(num_workers=workers, use_gpu=use_gpu,
-                                           resources_per_worker={"CPU": cpus_per_worker,
-                                                                 **({"GPU": gpus_per_worker} if use_gpu else {})}),
-        run_config=train.RunConfig(name="train", storage_path=str(run_dir / "ray"),
-                                   failure_config=train.FailureConfig(max_failures=max_failures),
-                                   checkpoint_config=train.CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints)),
-    )
-    result = trainer.fit()
+    loop_config = {"cfg": cfg.model_dump(mode="json"), "trial_id": cfg.name, "results_root": str(run_dir)}
+    result = fit_with_train(loop_config, "train", str(run_dir / "ray"), workers, cpus_per_worker, gpus_per_worker,
+                            max_failures, keep=cfg.train.keep_checkpoints)
     if result.error:
         raise result.error
     return result.metrics or {}

@@ -38,7 +38,8 @@ from hybridlt.sweep.config import (
 from hybridlt.sweep.metrics import FINAL_METRICS, METRICS
 from hybridlt.sweep.search import SCHEDULERS, SEARCH_ALGORITHMS
 
-DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice", "grid")
+DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice", "grid", "variants")
+GRID_KINDS = ("grid", "choice", "variants")  # what a grid search can enumerate
 
 
 IntRange = tuple[Int, Int]  # named before Param, whose field "int" shadows the builtin
@@ -55,6 +56,8 @@ class Param(Strict):
     int: IntRange | None = None
     choice: list[Any] | None = None
     grid: list[Any] | None = None
+    variants: dict[str, list[str]] | None = Field(None, description="named --set override lists (ablation "
+                                                  "variants): a grid over the names, key 'variant'")
     log: Bool = Field(False, description="int: sample on a log scale")
     when: dict[str, Any | list[Any]] = Field(default_factory=dict,
                                              description="sample only when these paths have these values")
@@ -70,7 +73,7 @@ class Param(Strict):
             raise ValueError(f"{kind}: low {bounds[0]} must be < high {bounds[1]}")
         if kind == "loguniform" and bounds[0] <= 0:
             raise ValueError(f"loguniform: low {bounds[0]} must be > 0")
-        if kind in ("choice", "grid") and not bounds:
+        if kind in GRID_KINDS and not bounds:
             raise ValueError(f"{kind}: at least one value is required")
         return self
 
@@ -79,8 +82,10 @@ class Param(Strict):
         return next(d for d in DISTRIBUTIONS if getattr(self, d) is not None)
 
     @property
-    def values(self):
-        return getattr(self, self.kind)
+    def values(self) -> list:
+        """The values a grid enumerates (variant names for ``variants``), or a range's bounds."""
+        value = getattr(self, self.kind)
+        return list(value) if self.kind == "variants" else value
 
 
 class Objective(Strict):
@@ -183,11 +188,15 @@ class SweepSpec(Strict):
 
     @model_validator(mode="after")
     def _algorithm_fits(self):
-        has_grid = any(p.kind == "grid" for p in self.space.values())
+        has_grid = any(p.kind in ("grid", "variants") for p in self.space.values())
         if has_grid and self.search.algorithm != "grid":
-            raise ValueError("space: 'grid' parameters need search.algorithm: grid (Optuna cannot mix them)")
+            raise ValueError("space: 'grid' and 'variants' parameters need search.algorithm: grid "
+                             "(Optuna cannot mix them)")
+        bad_variant = [k for k, p in self.space.items() if p.kind == "variants" and k != "variant"]
+        if bad_variant:
+            raise ValueError(f"space.{bad_variant[0]}: a 'variants' parameter must be named 'variant'")
         if self.search.algorithm == "grid":
-            bad = [k for k, p in self.space.items() if p.kind not in ("grid", "choice") or p.when]
+            bad = [k for k, p in self.space.items() if p.kind not in GRID_KINDS or p.when]
             if bad:
                 raise ValueError(f"search.algorithm grid: every parameter must be grid or choice without 'when' "
                                  f"({bad[0]} is not)")
@@ -201,6 +210,11 @@ def _check_space(spec: SweepSpec, base: RunConfig) -> None:
     raw = base.model_dump(mode="json")
     seen: dict[str, Param] = {}
     for path, param in spec.space.items():
+        if param.kind == "variants":
+            for name, sets in param.variants.items():
+                validate_run_config(apply_overrides(base.model_dump(mode="json"), list(sets)), f"variants.{name}")
+            seen[path] = param
+            continue
         if get_path(raw, path) is MISSING:
             raise ConfigError(f"space.{path}: not a field of the run config")
         for cond_path in param.when:
@@ -217,15 +231,16 @@ def _check_space(spec: SweepSpec, base: RunConfig) -> None:
         seen[path] = param
 
 
-def apply_params(base: RunConfig, params: dict[str, Any], variants: dict[str, list[str]] | None = None) -> RunConfig:
+def apply_params(base: RunConfig, params: dict[str, Any], space: dict[str, Param] | None = None) -> RunConfig:
     """The trial's run config: base with sampled parameters (dotted paths) applied and validated.
 
-    Ablations: ``params['variant']`` names one of ``variants``, whose ``--set`` overrides apply first.
+    A ``variants`` parameter of ``space`` (key ``variant``) names an override list, applied first.
     """
     raw = base.model_dump(mode="json")
     params = dict(params)
-    if variants is not None and "variant" in params:
-        raw = apply_overrides(raw, list(variants[params.pop("variant")]))
+    variant = (space or {}).get("variant")
+    if variant is not None and variant.kind == "variants" and "variant" in params:
+        raw = apply_overrides(raw, list(variant.variants[params.pop("variant")]))
     for path, value in params.items():
         set_path(raw, path, value)
     return validate_run_config(raw, "trial")

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from hybridlt.sweep.metrics import EPOCH_METRICS
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: statuses completed | stopped_early | interrupted | failed (1: "stopped")
 
 EPOCH_SCHEMA = pa.schema([("trial_id", pa.string()), ("epoch", pa.int32()),
                           *[(name, pa.float64()) for name in EPOCH_METRICS]])

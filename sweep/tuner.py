@@ -1,36 +1,39 @@
 """The sweep driver: a local (or cluster) Ray, Ray Tune + OptunaSearch + ASHA, resume, the store.
 
-``run_sweep(spec, base, resume)`` starts Ray when none is running, runs (or restores) the Tune
-experiment ``<storage>/<name>``, writes one ``trials`` row per finished trial from the driver,
-and returns the trials table. Ray schedules everything: no queue or pool of our own.
+``run_sweep(spec, base, resume)`` takes the sweep's lock, starts Ray when none is running, plans
+from the store what is left (``ledger.plan``: on a first run, everything), and runs that as one
+Tune experiment ``<sweep>/tune/leg-NNN``: trials that must continue keep their ids, epochs and
+checkpoints. The driver writes one ``trials`` row per trial that ends; a trial still running when
+the driver is stopped gets an ``interrupted`` row, replaced when ``--resume`` finishes it. Ray
+schedules everything: no queue or pool of our own.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import signal
 import socket
+import sys
+import threading
 import time
 from pathlib import Path
 
 import pyarrow as pa
+import yaml
 
 from hybridlt.errors import InputError
-from hybridlt.sweep.config import ConfigError, get_path
-from hybridlt.sweep.results import (
-    ResultsWriter,
-    has_trial_row,
-    param_type,
-    pareto_front,
-    read_dataset,
-    trial_summary,
-    trials_schema,
-)
+from hybridlt.sweep.config import ConfigError
+from hybridlt.sweep.faults import pause_at
+from hybridlt.sweep.ledger import Plan, plan, total_trials, trial_row, write_row
+from hybridlt.sweep.lock import SweepLock
+from hybridlt.sweep.results import FINISHED, ResultsWriter, param_type, pareto_front, read_dataset, trials_schema
 from hybridlt.sweep.spec import SweepSpec
-from hybridlt.sweep.store import Location, epoch_prefix
-from hybridlt.sweep.trial import TrialContext, trial_main
+from hybridlt.sweep.store import Location
+from hybridlt.sweep.trial import STORAGE_ERRNOS, STORE_ID, StorageFullError, TrialContext, storage_error, trial_main
 
 TRIAL_RESOURCE = "hybridlt_trial"
+RECORDED = ("name", "base", "overrides", "space", "objective", "search", "scheduler", "trials")
 
 
 def reuse_actors() -> bool:
@@ -61,6 +64,14 @@ class SweepError(InputError, RuntimeError):
     """The sweep cannot start or resume as asked; the message says why and what to do."""
 
 
+class SweepInterrupted(KeyboardInterrupt):
+    """The driver was stopped (Ctrl-C, SIGTERM): what finished is saved, ``--resume`` continues."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.message, self.signum = message, signum
+
+
 def _pct(value) -> str:
     return "-" if value is None or value != value else f"{100 * value:.2f}"
 
@@ -82,6 +93,7 @@ def start_ray(address: str | None, trial_slots: int, num_cpus: int | None = None
 
     if ray.is_initialized():
         return
+    pause_at("start_ray")
     if address:
         ray.init(address=address, log_to_driver=log_to_driver)
         return
@@ -104,14 +116,6 @@ def private_secrets() -> None:
         pass  # not ours to change (another user's home, read-only): Ray still runs
 
 
-def total_trials(spec: SweepSpec, param_space: dict | None = None) -> int:
-    """Trials the sweep runs: ``trials`` samples, or for a grid ``trials`` repeats of every combination."""
-    if spec.search.algorithm != "grid" and not param_space:
-        return spec.trials
-    sizes = [len(v) for v in (param_space or {}).values()] + [len(p.values) for p in spec.space.values()]
-    return spec.trials * math.prod(sizes)
-
-
 def concurrency_for(spec: SweepSpec, cpus: float, gpus: float, trials: int | None = None) -> int:
     """Trials that fit at once, so that no trial waits on another's resources."""
     r = spec.resources
@@ -125,35 +129,360 @@ def concurrency_for(spec: SweepSpec, cpus: float, gpus: float, trials: int | Non
     return min(limit, spec.concurrency or limit, trials or spec.trials)
 
 
-class DefineByRun:
-    """Optuna's define-by-run space: parameters in spec order, each only where its ``when`` holds.
+def _store_id(trial) -> str:
+    return (trial.config or {}).get(STORE_ID) or trial.trial_id
 
-    A class rather than a closure: OptunaSearch pickles it into the experiment state for resume.
+
+def _params(trial) -> dict:
+    return {k: v for k, v in (trial.config or {}).items() if k != STORE_ID}
+
+
+def _is_storage_error(text: str) -> bool:
+    return "StorageFullError" in text or "[Errno 28]" in text or "No space left" in text
+
+
+class StoreCallback:
+    """Driver-side Tune callback: the ``trials`` rows, the terminal progress, the stop flags."""
+
+    def __init__(self, spec: SweepSpec, base, root: Location, schema: pa.Schema, show=None, plan_: Plan | None = None):
+        self.spec, self.base, self.root, self.schema, self.show = spec, base, root, schema, show
+        self.counts = {s: 0 for s in FINISHED}
+        for row in (plan_.rows.values() if plan_ else []):  # trials finished before this driver started count too
+            if row["status"] in self.counts:
+                self.counts[row["status"]] += 1
+        self.started: dict[str, dict] = {}  # store id -> params, while running in this driver
+        self.best: tuple[float, str] | None = None
+        for row in (plan_.rows.values() if plan_ else []):
+            self._consider(row)
+        self.total: int | None = None
+        self.interrupting = False  # set by the driver's signal handler: ends are interruptions
+        self.storage_error: StorageFullError | None = None
+        self.first_trial_at: float | None = None  # time.time() when the first trial started
+
+    def _consider(self, row: dict) -> None:
+        metric = self.spec.objective.metrics[0]
+        value = row.get(f"final_{metric}")
+        if row["status"] != "completed" or value is None or math.isnan(value):
+            return  # "best so far" ranks completed trials only
+        sign = 1 if self.spec.objective.modes[0] == "max" else -1
+        if self.best is None or sign * value > sign * self.best[0]:
+            self.best = (value, row["trial_id"])
+
+    def progress_line(self) -> str:
+        """Trials done / running / stopped early / failed, and the best completed one (accuracies in %)."""
+        metric = self.spec.objective.metrics[0]
+        done = sum(self.counts.values())
+        best = f"best completed {metric} {_pct(self.best[0])}% ({self.best[1]})" if self.best else "best -"
+        return (f"trials {done}/{self.total or '?'} done, {len(self.started)} running: {self.counts['completed']} "
+                f"completed, {self.counts['stopped_early']} stopped early, {self.counts['failed']} failed; {best}")
+
+    def __getstate__(self):
+        return {**self.__dict__, "show": None, "storage_error": None}
+
+    def write(self, trial_id: str, params: dict, last_result: dict | None, status: str,
+              error: str | None = None) -> None:
+        """The trial's row; a final row (completed, stopped early, failed) is never rewritten."""
+        existing = self.root / "trials" / f"{trial_id}.parquet"
+        if status != "interrupted" and existing.exists():
+            old = read_dataset(self.root, "trials", name_prefix=f"{trial_id}.")
+            if old is not None and old.num_rows and old.column("status")[0].as_py() in FINISHED:
+                self.started.pop(trial_id, None)
+                return
+        wall = (last_result or {}).get("time_total_s")
+        try:
+            row = trial_row(self.root, self.base, trial_id, params, status, error, wall)
+            pause_at("write_row")
+            write_row(self.root, row, self.schema)
+        except OSError as exc:
+            if exc.errno not in STORAGE_ERRNOS:
+                raise
+            self.storage_error = self.storage_error or storage_error(exc, existing)
+            self.interrupting = True
+            return
+        self.started.pop(trial_id, None)
+        if row["status"] in self.counts:
+            self.counts[row["status"]] += 1
+        self._consider(row)
+        if self.show:
+            self.show(self)
+
+    def trial_ended(self, trial, status: str, error: str | None = None) -> None:
+        trial_id = _store_id(trial)
+        if error and _is_storage_error(error):
+            self.storage_error = self.storage_error or StorageFullError(error.split("StorageFullError: ")[-1])
+            self.interrupting = True
+        if self.interrupting:
+            return  # stopped because the driver is stopping: written as interrupted at the end
+        self.write(trial_id, _params(trial), trial.last_result, status, error)
+
+
+def make_callback_class():
+    from ray.tune import Callback
+
+    class _TuneStoreCallback(StoreCallback, Callback):
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self.started[_store_id(trial)] = _params(trial)  # shown with the next finished trial
+            if self.first_trial_at is None:
+                self.first_trial_at = time.time()
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.trial_ended(trial, "completed")
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self.trial_ended(trial, "failed", _error_line(trial))
+
+    return _TuneStoreCallback
+
+
+def make_stopper(flag: threading.Event):
+    """A Tune stopper that ends the experiment once ``flag`` is set (the flag stays out of tuner.pkl)."""
+    from ray.tune import Stopper
+
+    class _Stop(Stopper):
+        def __call__(self, trial_id, result):
+            return False
+
+        def stop_all(self):
+            return getattr(self, "flag", None) is not None and self.flag.is_set()
+
+        def __getstate__(self):
+            return {}  # pickled into tuner.pkl, never restored
+
+    stop = _Stop()
+    stop.flag = flag
+    return stop
+
+
+class _Signals:
+    """While Tune runs: the first Ctrl-C or SIGTERM stops the sweep cleanly (running trials become
+    ``interrupted``); a second Ctrl-C exits at once (every store write is atomic, nothing is torn)."""
+
+    def __init__(self, callback: StoreCallback, flag: threading.Event, resume_command: str):
+        self.callback, self.flag, self.resume_command = callback, flag, resume_command
+        self.signum: int | None = None
+        self.saved: dict = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.saved[sig] = signal.signal(sig, self.handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
+
+    def handle(self, signum, frame) -> None:
+        if self.signum is not None:
+            print(f"\ninterrupted again: exiting now; the store is intact. Continue with:\n  {self.resume_command}",
+                  file=sys.stderr, flush=True)
+            os._exit(128 + signum)
+        self.signum = signum
+        self.callback.interrupting = True
+        self.flag.set()
+        print(f"\nstopping the sweep (press Ctrl-C again to exit at once); continue it later with:\n"
+              f"  {self.resume_command}", file=sys.stderr, flush=True)
+
+
+def _check_same_spec(spec: SweepSpec, root: Location) -> None:
+    """--resume continues the sweep that was started: the recorded spec must match the given one."""
+    doc = yaml.safe_load((root / "sweep.yaml").read_bytes()) or {}
+    recorded, given = doc.get("spec") or {}, spec.model_dump(mode="json")
+    for key in RECORDED:
+        if key in recorded and recorded[key] != given.get(key):
+            raise SweepError(f"--resume: {key} differs from the one sweep {spec.name!r} was started with "
+                             f"({recorded[key]!r} -> {given.get(key)!r}); resume with the same spec and --set")
+
+
+def _history(spec: SweepSpec, root: Location, rows: dict[str, dict]) -> list:
+    """(trial id, params, objective values) of every finished trial, for a study that lost them."""
+    out = []
+    for trial_id, row in rows.items():
+        if row["status"] not in FINISHED:
+            continue
+        params = {k.removeprefix("param."): v for k, v in row.items() if k.startswith("param.") and v is not None}
+        values = None
+        if row["status"] != "failed":
+            values = []
+            for m in spec.objective.metrics:
+                v = row.get(f"final_{m}")
+                if v is None:
+                    epochs = read_dataset(root, "epochs", name_prefix=f"{trial_id}-epoch-")
+                    last = max(epochs.to_pylist(), key=lambda r: r["epoch"]) if epochs is not None else {}
+                    v = last.get(m)
+                values.append(v)
+        out.append((trial_id, params, values))
+    return out
+
+
+def _say(show, text: str) -> None:
+    print(text, file=sys.stderr, flush=True) if show else None
+
+
+def run_sweep(spec: SweepSpec, base, resume: bool = False, address: str | None = None, show=None,
+              num_cpus: int | None = None, callbacks: list | None = None, resume_command: str | None = None,
+              timings: dict | None = None):
+    """Run or resume the sweep; returns the ``trials`` table (pyarrow) and the wall time when it ends.
+
+    Raises ``SweepInterrupted`` when stopped by a signal and ``StorageFullError`` when the store
+    cannot be written; in both cases ``--resume`` continues it.
+
+    ``timings`` (a dict, optional) receives the sweep's fixed costs in seconds: ``imports_s``
+    (process start to here), ``ray_start_s`` (``ray.init`` or connecting), ``tune_start_s``
+    (``fit`` called to the first trial running) and ``fit_s``.
     """
-
-    def __init__(self, spec: SweepSpec, base_raw: dict):
-        self.space = {path: p.model_dump() for path, p in spec.space.items()}
-        self.kinds = {path: p.kind for path, p in spec.space.items()}
-        self.base_raw = base_raw
-
-    def lookup(self, path: str, sampled: dict):
-        return sampled[path] if path in sampled else get_path(self.base_raw, path)
-
-    def __call__(self, trial) -> None:
-        sampled: dict = {}
-        for path, p in self.space.items():
-            if not all(self.lookup(c, sampled) in (v if isinstance(v, list) else [v]) for c, v in p["when"].items()):
-                continue
-            kind = self.kinds[path]
-            if kind == "loguniform":
-                sampled[path] = trial.suggest_float(path, *p[kind], log=True)
-            elif kind == "uniform":
-                sampled[path] = trial.suggest_float(path, *p[kind])
-            elif kind == "int":
-                sampled[path] = trial.suggest_int(path, *p[kind], log=p["log"])
+    timings = timings if timings is not None else {}
+    timings["imports_s"] = process_age_s()
+    storage = spec.storage_uri
+    exp_dir = f"{storage.rstrip('/')}/{spec.name}"
+    root = Location.of(f"{exp_dir}/results")
+    started_at = time.time()
+    resume_command = resume_command or f"the same command with --resume (sweep {spec.name!r})"
+    if resume and not (root / "sweep.yaml").exists():
+        old = " (it was written by an older hybridlt, whose sweeps cannot be resumed)" if (
+            Location.of(exp_dir) / "tuner.pkl").exists() else ""
+        raise SweepError(f"--resume: no sweep to resume at {exp_dir}{old}; start it without --resume")
+    if not resume and ((root / "sweep.yaml").exists() or root.exists()):
+        raise SweepError(f"sweep {spec.name!r} already exists at {exp_dir}; pass --resume to continue it "
+                         f"or choose another name (--set name=...)")
+    lock = SweepLock(exp_dir, spec.name, say=lambda m: print(m, file=sys.stderr, flush=True))
+    lock.acquire()
+    try:
+        types = {path: param_type(p.values) for path, p in spec.space.items()}
+        schema = trials_schema(types)
+        try:
+            if resume:
+                _check_same_spec(spec, root)
             else:
-                sampled[path] = trial.suggest_categorical(path, p[kind])
-        return None
+                ResultsWriter(root).sweep_yaml(spec.model_dump(mode="json"), base.model_dump(mode="json"), types)
+            todo = plan(spec, base, root, schema)
+        except OSError as exc:
+            if exc.errno in STORAGE_ERRNOS:
+                raise storage_error(exc, root) from None
+            raise
+        if resume:
+            _report_plan(todo, root, exp_dir, show)
+        if todo.unfinished or todo.fresh:
+            _run_tune(spec, base, todo, root, exp_dir, schema, address, show, num_cpus, callbacks, resume_command,
+                      timings)
+        if spec.search.algorithm != "grid":
+            from hybridlt.sweep.study import close_orphans
+
+            close_orphans(spec)  # every planned trial ended: a study trial still RUNNING never will
+        if len(spec.objective.metrics) > 1:
+            _write_pareto(spec, root)
+    finally:
+        lock.release()
+    return read_dataset(root, "trials"), time.time() - started_at
+
+
+def _report_plan(todo: Plan, root: Location, exp_dir: str, show) -> None:
+    """Say what --resume does: trials kept, continued (from which checkpoint) and still to start."""
+    _say(show, f"resume: {len(todo.finished)} trials finished ({len(todo.completed_now)} of them recorded now), "
+               f"{len(todo.unfinished)} to continue, {todo.fresh} to start")
+    for trial_id, _, done in todo.unfinished:
+        ckpts = Location.of(f"{exp_dir}/train/{trial_id}")
+        names = sorted(loc.name for loc in _dirs(ckpts) if loc.name.startswith("checkpoint_"))
+        where = f"from its newest readable checkpoint ({names[-1]})" if names else "from the start (no checkpoint)"
+        _say(show, f"  {trial_id}: {done} epochs recorded; continues {where}")
+
+
+def _dirs(loc: Location) -> list[Location]:
+    import pyarrow.fs as pafs
+
+    if not loc.is_dir():
+        return []
+    return [Location(loc.fs, i.path) for i in loc.fs.get_file_info(pafs.FileSelector(loc.path))
+            if i.type == pafs.FileType.Directory]
+
+
+def _run_tune(spec, base, todo: Plan, root, exp_dir, schema, address, show, num_cpus, callbacks, resume_command,
+              timings):
+    import ray
+    from ray import tune
+
+    from hybridlt.sweep.searcher import make_searcher
+
+    # A trial that finished before a driver crash returns at once on resume, reporting nothing.
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # ours (_Signals) handles Ctrl-C
+    r = spec.resources
+    use_train = r.use_train if r.use_train is not None else r.workers > 1
+    n_trials = len(todo.unfinished) + todo.fresh
+    ray_started = time.perf_counter()
+    start_ray(address, spec.concurrency or n_trials, num_cpus)
+    timings["ray_start_s"] = time.perf_counter() - ray_started
+    pause_at("before_trials")
+    cluster = ray.cluster_resources()
+    concurrency = concurrency_for(spec, cluster.get("CPU", 0), cluster.get("GPU", 0), n_trials)
+
+    ctx = TrialContext(base=base, results_root=root, train_storage=f"{exp_dir}/train", use_train=use_train,
+                       workers=r.workers, cpus_per_worker=r.cpus_per_worker, gpus_per_worker=r.gpus_per_worker,
+                       max_failures=r.max_failures, space=spec.space, milestones=_milestones(spec, base))
+    if use_train:  # the trial function only waits on its workers: a slot, no CPU (RAY.md: CPU deadlock)
+        resources = {"CPU": 0, TRIAL_RESOURCE: 1}
+    else:
+        resources = {"CPU": r.cpus_per_worker, **({"GPU": r.gpus_per_worker} if r.gpus_per_worker else {})}
+    trainable = tune.with_resources(tune.with_parameters(trial_main, ctx=ctx), resources)
+
+    callback = make_callback_class()(spec, base, root, schema, show, todo)
+    callback.total = total_trials(spec)
+    leg = 1 + sum(1 for d in _dirs(Location.of(f"{exp_dir}/tune")) if d.name.startswith("leg-"))
+    searcher = make_searcher(spec, base.model_dump(mode="json"), [(t, p) for t, p, _ in todo.unfinished],
+                             todo.fresh_grid, todo.fresh, concurrency, _history(spec, root, todo.rows),
+                             seed=spec.search.seed + leg - 1)
+    flag = threading.Event()
+    from hybridlt.sweep.tracking import tracker_callbacks  # MLflow / TensorBoard / W&B, when asked for
+
+    tuner = _new_tuner(spec, base, trainable, [callback, *tracker_callbacks(spec, root), *(callbacks or [])],
+                       n_trials, exp_dir, leg, searcher, make_stopper(flag))
+    started = time.time()
+    with _Signals(callback, flag, resume_command) as signals:
+        try:
+            tuner.fit()
+        except Exception:
+            if callback.storage_error is None:
+                raise
+    timings["fit_s"] = time.time() - started
+    timings["tune_start_s"] = callback.first_trial_at - started if callback.first_trial_at else math.nan
+    # every trial this driver started and that has no final row: interrupted (the driver stopped)
+    for trial_id, params in list(callback.started.items()):
+        callback.write(trial_id, params, None, "interrupted",
+                       "the driver stopped before the trial ended; --resume continues it")
+    if callback.storage_error is not None:
+        raise callback.storage_error
+    if signals.signum is not None:
+        raise SweepInterrupted(f"sweep {spec.name!r} interrupted: finished trials and every completed epoch are "
+                               f"saved; continue with:\n  {resume_command}", signals.signum)
+
+
+def _new_tuner(spec, base, trainable, callbacks, n_trials, exp_dir, leg, searcher, stopper):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    metrics, modes = spec.objective.metrics, spec.objective.modes
+    scheduler = None
+    if spec.scheduler.kind == "asha":
+        scheduler = ASHAScheduler(time_attr="epoch", metric=metrics[0], mode=modes[0], max_t=_max_epochs(spec, base),
+                                  grace_period=min(spec.scheduler.grace_period, base.train.epochs),
+                                  reduction_factor=spec.scheduler.reduction_factor)
+    tune_config = tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=n_trials,
+                                  time_budget_s=spec.time_budget_s,
+                                  # one process runs trial after trial: no ~5 CPU-s of imports per
+                                  # trial, no empty slot while it starts (sweep.isolation resets it)
+                                  reuse_actors=reuse_actors())
+    run_config = tune.RunConfig(name=f"leg-{leg:03d}", storage_path=f"{exp_dir}/tune", verbose=0,
+                                callbacks=callbacks, stop=stopper,
+                                failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures))
+    return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
+
+
+def _milestones(spec: SweepSpec, base) -> tuple[int, ...]:
+    """The epochs every trial evaluates and checkpoints whatever ``train.eval_every`` says."""
+    if spec.scheduler.kind != "asha":
+        return ()
+    max_t = _max_epochs(spec, base)
+    return rung_epochs(min(spec.scheduler.grace_period, base.train.epochs), spec.scheduler.reduction_factor, max_t)
 
 
 def _error_line(trial) -> str:
@@ -167,241 +496,14 @@ def _error_line(trial) -> str:
     return (lines[-1] if lines else "unknown error")[:2000]
 
 
-class StoreCallback:
-    """Driver-side Tune callback: one ``trials`` row per finished trial, and the terminal progress."""
-
-    def __init__(self, spec: SweepSpec, base, variants: dict | None, root: Location, schema: pa.Schema, show=None):
-        self.spec, self.base, self.variants, self.root, self.schema = spec, base, variants, root, schema
-        self.show = show
-        self.counts = {"completed": 0, "stopped": 0, "failed": 0}
-        self.started: set[str] = set()
-        self.best: tuple[float, str] | None = None
-        self.total: int | None = None  # planned trials, set by the driver
-        self.first_trial_at: float | None = None  # time.time() when the first trial started
-
-    def progress_line(self) -> str:
-        """Trials done / running / stopped early / failed, and the best so far (accuracies in %)."""
-        metric = self.spec.objective.metrics[0]
-        done = sum(self.counts.values())
-        best = f"best {metric} {_pct(self.best[0])}% ({self.best[1]})" if self.best else "best -"
-        return (f"trials {done}/{self.total or '?'} done, {len(self.started)} running: {self.counts['completed']} "
-                f"completed, {self.counts['stopped']} stopped early, {self.counts['failed']} failed; {best}")
-
-    def __getstate__(self):
-        return {**self.__dict__, "show": None}  # the console display is not pickled into tuner.pkl
-
-    def row(self, trial_id: str, config: dict, status: str, error: str | None, wall: float | None) -> dict:
-        epochs = read_dataset(self.root, "epochs", name_prefix=epoch_prefix(trial_id))  # this trial's files only
-        rows = sorted(epochs.to_pylist(), key=lambda r: r["epoch"]) if epochs is not None else []
-        summary = trial_summary(rows)
-        from hybridlt.sweep.spec import apply_params
-
-        planned = self.base.train.epochs
-        try:
-            trial_cfg = apply_params(self.base, config, self.variants)
-            config_yaml, planned = trial_cfg.to_yaml(), trial_cfg.train.epochs  # epochs may be searched
-        except Exception:  # a config that failed validation still gets its row, with the error
-            config_yaml = None
-        if status == "completed" and summary["epochs_done"] < planned:
-            status = "stopped"
-        out = {"trial_id": trial_id, "status": status, "error": error, "epochs_planned": planned,
-               "wall_time_s": wall, "config_yaml": config_yaml, **summary}
-        out.update({f"param.{k}": v for k, v in config.items()})
-        return out
-
-    def write(self, trial_id: str, config: dict, last_result: dict | None, status: str,
-              error: str | None = None) -> None:
-        if has_trial_row(self.root, trial_id):
-            return  # written once, when the trial first finished
-        wall = (last_result or {}).get("time_total_s")
-        row = self.row(trial_id, dict(config), status, error, wall)
-        ResultsWriter(self.root).trial(row, self.schema)
-        self.counts[row["status"]] += 1
-        self.started.discard(trial_id)
-        metric = self.spec.objective.metrics[0]
-        value = row.get(f"final_{metric}")
-        if value is not None and not math.isnan(value):
-            sign = 1 if self.spec.objective.modes[0] == "max" else -1
-            if self.best is None or sign * value > sign * self.best[0]:
-                self.best = (value, trial_id)
-        if self.show:
-            self.show(self)
-
-
-def make_callback_class():
-    from ray.tune import Callback
-
-    class _TuneStoreCallback(StoreCallback, Callback):
-        def on_trial_start(self, iteration, trials, trial, **info):
-            self.started.add(trial.trial_id)  # shown with the next finished trial
-            if self.first_trial_at is None:
-                self.first_trial_at = time.time()
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            self.write(trial.trial_id, trial.config, trial.last_result, "completed")
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            self.write(trial.trial_id, trial.config, trial.last_result, "failed", _error_line(trial))
-
-    return _TuneStoreCallback
-
-
-def run_sweep(spec: SweepSpec, base, resume: bool = False, address: str | None = None, show=None,
-              num_cpus: int | None = None, variants: dict | None = None, param_space: dict | None = None,
-              callbacks: list | None = None, timings: dict | None = None):
-    """Run or resume the sweep; returns the ``trials`` table (pyarrow) and the wall time of
-    ``Tuner.fit`` when it ends.
-
-    ``timings`` (a dict, optional) receives the sweep's fixed costs in seconds: ``imports_s``
-    (process start to Ray and Tune imported), ``ray_start_s`` (``ray.init`` or connecting),
-    ``tune_start_s`` (``fit`` called to the first trial running) and ``fit_s``.
-    """
-    import ray
-    from ray import tune
-
-    timings = timings if timings is not None else {}
-    timings["imports_s"] = process_age_s()
-
-    storage = spec.storage_uri
-    exp_dir = f"{storage.rstrip('/')}/{spec.name}"
-    root = Location.of(f"{exp_dir}/results")
-    can_restore = tune.Tuner.can_restore(exp_dir)
-    if resume and not can_restore:
-        raise SweepError(f"--resume: no sweep to resume at {exp_dir}; start it without --resume")
-    if not resume and (can_restore or root.exists()):
-        raise SweepError(f"sweep {spec.name!r} already exists at {exp_dir}; pass --resume to continue it "
-                         f"or choose another name (--set name=...)")
-
-    # A trial that finished before a driver crash returns at once on resume, reporting nothing.
-    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-    # Tune's newer console output prints an experiment banner whatever the verbosity; the older one is
-    # silent at verbose=0, so the sweep's own progress lines (or nothing, from the API) are all that shows.
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    r = spec.resources
-    use_train = r.use_train if r.use_train is not None else r.workers > 1
-    slots = spec.concurrency or total_trials(spec, param_space)
-    ray_started = time.perf_counter()
-    start_ray(address, slots, num_cpus)
-    timings["ray_start_s"] = time.perf_counter() - ray_started
-    total = ray.cluster_resources()
-    concurrency = concurrency_for(spec, total.get("CPU", 0), total.get("GPU", 0), total_trials(spec, param_space))
-
-    types = {path: param_type(p.values) for path, p in spec.space.items()}
-    if param_space:
-        types.update({path: param_type(values) for path, values in param_space.items()})
-    schema = trials_schema(types)
-    writer = ResultsWriter(root)
-    if not resume:
-        writer.sweep_yaml(spec.model_dump(mode="json"), base.model_dump(mode="json"), types)
-
-    ctx = TrialContext(base=base, results_root=root, train_storage=f"{exp_dir}/train", use_train=use_train,
-                       workers=r.workers, cpus_per_worker=r.cpus_per_worker, gpus_per_worker=r.gpus_per_worker,
-                       max_failures=r.max_failures, variants=variants,
-                       milestones=_milestones(spec, base))
-    if use_train:  # the trial function only waits on its workers: a slot, no CPU (RAY.md: CPU deadlock)
-        resources = {"CPU": 0, TRIAL_RESOURCE: 1}
-    else:
-        resources = {"CPU": r.cpus_per_worker, **({"GPU": r.gpus_per_worker} if r.gpus_per_worker else {})}
-    trainable = tune.with_resources(tune.with_parameters(trial_main, ctx=ctx), resources)
-
-    callback = make_callback_class()(spec, base, variants, root, schema, show)
-    callback.total = total_trials(spec, param_space)
-    if resume:
-        tuner = tune.Tuner.restore(exp_dir, trainable, resume_unfinished=True, resume_errored=False)
-        for cb in _restored_callbacks(tuner):  # the restored callback lost its display when it was pickled
-            cb.show, cb.total, cb.first_trial_at = show, callback.total, None
-    else:
-        from hybridlt.sweep.tracking import tracker_callbacks  # MLflow / TensorBoard / W&B, when asked for
-
-        tuner = _new_tuner(spec, base, trainable, [callback, *tracker_callbacks(spec, root), *(callbacks or [])],
-                           concurrency, storage, param_space)
-    started = time.time()
-    grid = tuner.fit()
-    timings["fit_s"] = time.time() - started
-    first = callback.first_trial_at or next((cb.first_trial_at for cb in _restored_callbacks(tuner)
-                                             if cb.first_trial_at), None)
-    timings["tune_start_s"] = first - started if first else math.nan
-    _reconcile(grid, callback)
-    if spec.search.algorithm != "grid" and not param_space:
-        from hybridlt.sweep.study import close_orphans
-
-        close_orphans(spec)
-    if len(spec.objective.metrics) > 1:
-        _write_pareto(spec, root)
-    trials = read_dataset(root, "trials")
-    return trials, time.time() - started
-
-
-def _restored_callbacks(tuner) -> list:
-    """The store callbacks inside a restored Tuner (unpickled from its experiment state)."""
-    local = getattr(tuner, "_local_tuner", None)
-    callbacks = local._run_config.callbacks if local is not None else None
-    return [cb for cb in callbacks or [] if isinstance(cb, StoreCallback)]
-
-
-def _milestones(spec: SweepSpec, base) -> tuple[int, ...]:
-    """The epochs every trial evaluates and checkpoints whatever ``train.eval_every`` says."""
-    if spec.scheduler.kind != "asha":
-        return ()
-    max_t = _max_epochs(spec, base)
-    return rung_epochs(min(spec.scheduler.grace_period, base.train.epochs), spec.scheduler.reduction_factor, max_t)
-
-
-def _new_tuner(spec, base, trainable, callbacks, concurrency, storage, param_space):
-    from ray import tune
-    from ray.tune.search import ConcurrencyLimiter
-
-    from hybridlt.sweep.search import SCHEDULERS, SEARCH_ALGORITHMS
-
-    metrics, modes = spec.objective.metrics, spec.objective.modes
-    scheduler = SCHEDULERS.build(spec.scheduler.kind, metric=metrics[0], mode=modes[0], max_t=_max_epochs(spec, base),
-                                 grace_period=min(spec.scheduler.grace_period, base.train.epochs),
-                                 reduction_factor=spec.scheduler.reduction_factor)
-    sampler = SEARCH_ALGORITHMS.build(spec.search.algorithm, seed=spec.search.seed)
-    if sampler is None or param_space:
-        space = {path: tune.grid_search(list(values)) for path, values in (param_space or {}).items()}
-        for path, p in spec.space.items():
-            space[path] = tune.grid_search(list(p.values))
-        search_alg, num_samples = None, spec.trials
-    else:
-        from hybridlt.sweep.study import make_searcher
-
-        multi = len(metrics) > 1
-        search = make_searcher(spec, DefineByRun(spec, base.model_dump(mode="json")),  # the study in a database
-                               metrics if multi else metrics[0], modes if multi else modes[0], sampler)
-        search_alg, space, num_samples = ConcurrencyLimiter(search, max_concurrent=concurrency), None, spec.trials
-    tune_config = tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
-                                  max_concurrent_trials=None if search_alg else concurrency,
-                                  time_budget_s=spec.time_budget_s,
-                                  # one process runs trial after trial: no ~5 CPU-s of imports per
-                                  # trial, no empty slot while it starts (sweep.isolation resets it)
-                                  reuse_actors=reuse_actors())
-    if scheduler is None and len(metrics) == 1:
-        tune_config.metric, tune_config.mode = metrics[0], modes[0]
-    run_config = tune.RunConfig(name=spec.name, storage_path=storage, verbose=0, callbacks=callbacks,
-                                failure_config=tune.FailureConfig(max_failures=0))
-    return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config)
-
-
 def _max_epochs(spec: SweepSpec, base) -> int:
     """The most epochs a trial can run: the base's, or the top of a searched ``train.epochs``."""
     param = spec.space.get("train.epochs")
     return int(max(param.values)) if param is not None else base.train.epochs
 
 
-def _reconcile(grid, callback: StoreCallback) -> None:
-    """Write the rows a killed driver never wrote (``write`` skips trials that have theirs)."""
-    for result in grid:
-        if not result.metrics:
-            continue
-        trial_id = result.metrics.get("trial_id") or Path(result.path).name
-        status = "failed" if result.error else "completed"
-        error = str(result.error).strip().splitlines()[-1] if result.error else None
-        callback.write(trial_id, result.config or {}, result.metrics, status, error)
-
-
 def _write_pareto(spec: SweepSpec, root: Location) -> None:
-    from hybridlt.sweep.store import PARETO_FILE, write_table_atomic
+    from hybridlt.sweep.store import write_table_atomic
 
     trials = read_dataset(root, "trials")
     if trials is None:
@@ -411,4 +513,4 @@ def _write_pareto(spec: SweepSpec, root: Location) -> None:
     front = set(pareto_front([(r["trial_id"], [r[c] for c in cols]) for r in rows], spec.objective.modes))
     table = pa.Table.from_pylist([{"trial_id": r["trial_id"], **{c: r[c] for c in cols}} for r in rows
                                   if r["trial_id"] in front])
-    write_table_atomic(table, root / PARETO_FILE)
+    write_table_atomic(table, root / "pareto.parquet")

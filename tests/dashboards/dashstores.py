@@ -2,7 +2,7 @@
 
 ``known_store``: three trials with hand-picked numbers, so queries and figures have exact answers.
 ``trained_store``: a tiny sweep trained for real in this process (digits-LT, resnet8, 2 epochs),
-its rows written exactly as a Ray sweep writes them (``ResultsWriter`` and ``StoreCallback.row``),
+its rows written exactly as a Ray sweep writes them (``ResultsWriter``, ``record_trained`` and ``StoreCallback.write``),
 without the ~40-60 s of starting Ray on a 2-core machine.
 """
 
@@ -78,7 +78,7 @@ def known_store(path: Path, metric="acc", mode="max") -> Location:
     root = Location.of(path)
     ResultsWriter(root).sweep_yaml(sweep_doc(metric, mode), base_config(), PARAM_TYPES)
     for tid, (params, epochs) in KNOWN.items():
-        write_known_trial(root, tid, params, epochs, status="stopped" if len(epochs) < 2 else "completed")
+        write_known_trial(root, tid, params, epochs, status="stopped_early" if len(epochs) < 2 else "completed")
     return root
 
 
@@ -102,6 +102,7 @@ def trained_store(tmp_path: Path) -> Location:
 
     from hybridlt.sweep.build import build_run
     from hybridlt.sweep.spec import apply_params, load_sweep_spec
+    from hybridlt.sweep.trial import record_trained
     from hybridlt.sweep.tuner import StoreCallback
 
     torch.set_num_threads(2)
@@ -116,11 +117,13 @@ def trained_store(tmp_path: Path) -> Location:
     root = Location.of(tmp_path / "sweeps" / "tiny" / "results")
     types = {path: param_type(list(p.values)) for path, p in spec.space.items()}
     ResultsWriter(root).sweep_yaml(spec.model_dump(mode="json"), base.model_dump(mode="json"), types)
-    callback = StoreCallback(spec, base, None, root, trials_schema(types))
+    callback = StoreCallback(spec, base, root, trials_schema(types))
     last_trial = len(TRAINED_PARAMS) - 1
     for i, params in enumerate(TRAINED_PARAMS):
         trial_id = f"{0x5eed0000 + i:08x}"
-        parts = build_run(apply_params(base, params))
+        cfg = apply_params(base, params)
+        parts = build_run(cfg)
+        record_trained(root, trial_id, params, cfg, parts.trainer.core)
 
         def report(metrics, state, parts=parts, trial_id=trial_id, last=i == last_trial):
             ResultsWriter(root).epoch(trial_id, metrics, parts.class_names, parts.class_counts)

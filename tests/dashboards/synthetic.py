@@ -97,7 +97,7 @@ def _plan(n_trials: int, space: dict, ablation: tuple[list[str], int] | None, rn
         params = [sample_params(space, rng) for _ in range(n_trials)]
         scores = [quality(p, space) + rng.normal(0, 0.15) for p in params]
     cut = np.quantile(scores, stopped) if len(scores) > 2 and stopped > 0 else -math.inf
-    return [SyntheticTrial(f"{(i * 2654435761 + 97) % 2**32:08x}", p, q, 0, "stopped" if q < cut else "completed")
+    return [SyntheticTrial(f"{(i * 2654435761 + 97) % 2**32:08x}", p, q, 0, "stopped_early" if q < cut else "completed")
             for i, (p, q) in enumerate(zip(params, scores, strict=True))]
 
 
@@ -223,7 +223,7 @@ def write_synthetic_store(root: str | Path, n_trials: int = 16, n_classes: int =
         space = {"variant": {"choice": list(ablation[0])}, "seed": {"int": [0, ablation[1] - 1]}}
     trials = _plan(n_trials, space, ablation, rng, stopped)
     for t in trials:
-        t.epochs_done = max(1, n_epochs // 3) if t.status == "stopped" else n_epochs
+        t.epochs_done = max(1, n_epochs // 3) if t.status == "stopped_early" else n_epochs
     counts = np.asarray(long_tail_counts(n_classes, max_count, imbalance_ratio), dtype=np.int64)
     counts = counts[rng.permutation(n_classes)]  # class index is not the count rank, as in iNaturalist
     loc = Location.of(root)

@@ -16,7 +16,7 @@ def test_synthetic_store_has_the_sweep_layout(tmp_path):
     trials = read_dataset(root, "trials").to_pandas()
     epochs = read_dataset(root, "epochs").to_pandas()
     per_class = read_dataset(root, "per_class").to_pandas()
-    assert len(trials) == 6 and trials.trial_id.is_unique and set(trials.status) == {"completed", "stopped"}
+    assert len(trials) == 6 and trials.trial_id.is_unique and set(trials.status) == {"completed", "stopped_early"}
     assert len(epochs) == trials.epochs_done.sum() and len(per_class) == 30 * len(epochs)
     for row in trials.itertuples():
         assert sorted(epochs[epochs.trial_id == row.trial_id].epoch) == list(range(1, row.epochs_done + 1))

@@ -66,7 +66,7 @@ def check_store(root: Path, n_trials: int, num_classes: int = 10):
     per_class = read_dataset(root, "per_class").to_pandas()
     assert TRIAL_COLUMNS <= set(trials.columns) and EPOCH_COLUMNS <= set(epochs.columns)
     assert len(trials) == n_trials and trials.trial_id.is_unique
-    assert set(trials.status) <= {"completed", "stopped", "failed"}
+    assert set(trials.status) <= {"completed", "stopped_early", "failed"}
     # each trial's epochs once, as many as it says it ran, and one per_class row per class per epoch
     assert not epochs.duplicated(["trial_id", "epoch"]).any()
     for row in trials.itertuples():
@@ -90,7 +90,13 @@ def test_direct_sweep_writes_the_documented_store(tmp_path):
         cfg = yaml.safe_load(row.config_yaml)
         assert cfg["loss"]["contrastive"] == trials.loc[row.Index, "param.loss.contrastive"]
         assert math.isclose(cfg["loss"]["temperature"], trials.loc[row.Index, "param.loss.temperature"])
-    assert yaml.safe_load((root / "sweep.yaml").read_text())["schema_version"] == 1
+    for row in trials.itertuples():  # what the worker recorded it trained with, read back from the built loss
+        recorded = yaml.safe_load((root / "configs" / f"{row.trial_id}.yaml").read_text())
+        temperature = trials.loc[row.Index, "param.loss.temperature"]
+        assert math.isclose(recorded["losses"]["contrastive"]["temperature"], temperature)
+        assert math.isclose(recorded["config"]["loss"]["temperature"], temperature)
+        assert recorded["params"]["loss.temperature"] == temperature
+    assert yaml.safe_load((root / "sweep.yaml").read_text())["schema_version"] == 2
 
     out = tmp_path / "best.yaml"
     assert main(["export-best", str(root), "-o", str(out)]) == 0

@@ -9,8 +9,9 @@ import pytest
 import yaml
 
 from hybridlt.sweep.config import ConfigError
+from hybridlt.sweep.searcher import DefineByRun
 from hybridlt.sweep.spec import apply_params, load_sweep_spec
-from hybridlt.sweep.tuner import DefineByRun, concurrency_for
+from hybridlt.sweep.tuner import concurrency_for
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK = ROOT / "configs" / "sweeps" / "quickstart.yaml"
@@ -106,10 +107,12 @@ def test_concurrency_never_oversubscribes(tmp_path):
 def test_a_grid_counts_every_combination(tmp_path):
     """An ablation grid of 3 variants x 5 seeds with trials=1 is 15 trials, and runs 2 at a time on 2 CPUs."""
     from hybridlt.sweep.ablate import as_sweep, load_ablation_spec
-    from hybridlt.sweep.tuner import total_trials
+    from hybridlt.sweep.ledger import grid_combos, total_trials
 
     spec, _ = load_ablation_spec(ROOT / "configs" / "ablations" / "digits_table4.yaml")
     sweep = as_sweep(spec)
-    grid = {"variant": list(spec.variants), "seed": spec.seeds}
-    assert total_trials(sweep, grid) == 15
-    assert concurrency_for(sweep, cpus=2, gpus=0, trials=total_trials(sweep, grid)) == 2
+    assert total_trials(sweep) == 15
+    combos = grid_combos(sweep)  # the variants are one grid parameter, the seeds another
+    assert len(combos) == 15 and {(c["variant"], c["seed"]) for c in combos} == {
+        (v, s) for v in spec.variants for s in spec.seeds}
+    assert concurrency_for(sweep, cpus=2, gpus=0, trials=total_trials(sweep)) == 2
