@@ -1,7 +1,7 @@
 """The quickstart search through ``hybridlt sweep`` vs plain Optuna in one process.
 
 Both sides run configs/sweeps/quickstart.yaml's search: the same define-by-run space
-(``sweep.tuner.DefineByRun``), TPE with the spec's seed, the same epochs, and the same trainer
+(``sweep.searcher.DefineByRun``), TPE with the spec's seed, the same epochs, and the same trainer
 (``sweep.build.build_run`` + ``Trainer.fit``). Early stopping: ASHA (grace period, reduction
 factor of the spec) in the sweep; Optuna's ``SuccessiveHalvingPruner`` with the same minimum
 resource and reduction factor in the plain run. Each side is a fresh process timed from launch to
@@ -51,8 +51,9 @@ def optuna_child(spec_path: Path, out: Path) -> None:
 
     from hybridlt.sweep.build import build_run
     from hybridlt.sweep.isolation import reset_trial_process
+    from hybridlt.sweep.searcher import DefineByRun
     from hybridlt.sweep.spec import apply_params, load_sweep_spec
-    from hybridlt.sweep.tuner import DefineByRun, _milestones
+    from hybridlt.sweep.tuner import _milestones
 
     spec, base = load_sweep_spec(spec_path)
     cpus = (spec.concurrency or 1) * spec.resources.cpus_per_worker

@@ -124,11 +124,23 @@ def ablate(spec: str | Path | None = None, overrides: Sequence[str] = (), resume
 
 
 def export_best(results: str | Path, output: str | Path, metric: str | None = None, mode: str | None = None,
-                force: bool = False) -> dict:
-    """Write the best trial's resolved run config to ``output``; returns that trial's row."""
+                force: bool = False, rank_by: str = "completed", confirm: int | None = None, seeds: int = 3,
+                address: str | None = None, num_cpus: int | None = None, quiet: bool = True) -> dict:
+    """Write the best trial's resolved run config to ``output``; returns that trial's row.
+
+    ``rank_by``: ``completed`` (completed trials by their final metric) or ``common-epoch`` (every
+    finished trial at the latest epoch all reached). ``confirm=K``: re-run the top K configs on
+    ``seeds`` new seeds first (``sweep.confirm``) and export the best mean; returns the comparison
+    (``winner``, ``runner_up``, ``candidates``, ``diff``, ``p``, ...).
+    """
+    if confirm is not None:
+        from hybridlt.sweep.confirm import confirm_best
+
+        return confirm_best(results, output, confirm, seeds, metric, mode, force, rank_by, address,
+                            None if quiet else (lambda cb: print(cb.progress_line())), num_cpus)
     from hybridlt.sweep.results import export_best as export
 
-    return export(results, output, metric, mode, force)
+    return export(results, output, metric, mode, force, rank_by)
 
 
 def load_results(store: str | Path) -> Results:

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from hybridlt import __version__
 from hybridlt.data.long_tail import class_counts, shot_groups
-from hybridlt.errors import HybridLTError
+from hybridlt.errors import HybridLTError, InputError
 from hybridlt.sweep.config import ConfigError, load_run_config
 from hybridlt.sweep.metrics import ACCURACY_METRICS, METRICS
 
@@ -227,11 +227,43 @@ def print_final(trials, metric: str, mode: str, rule: str, results: str) -> None
 def cmd_export_best(args) -> int:
     from hybridlt.sweep.results import export_best
 
+    if args.confirm is not None:
+        return _confirm_best(args)
+    if args.seeds is not None:
+        raise InputError("--seeds: only with --confirm K (the seeds each of the top K configs is re-run on)")
     best = export_best(args.results, args.output, args.metric, args.mode, args.force, args.rank_by)
     metric = best["_metric"]
     console.print(f"wrote {args.output}: trial {best['trial_id']}, final {metric} {_pct(best.get('final_' + metric))}%"
                   f", chosen by {best['_rule']}")
     return 0
+
+
+def _confirm_best(args) -> int:
+    from hybridlt.sweep.confirm import confirm_best
+
+    res = confirm_best(args.results, args.output, args.confirm, args.seeds or 3, args.metric, args.mode, args.force,
+                       args.rank_by, args.address, _sweep_display, args.num_cpus)
+    unit = "%" if res["metric"] in ACCURACY_METRICS else ""
+    table = Table(title=f"--confirm {args.confirm} --seeds {args.seeds or 3}: final {res['metric']} over new seeds")
+    for col in ("trial", f"in the sweep{unit and ' (%)'}", f"mean{unit and ' (%)'}", "std", "95% CI", "n"):
+        table.add_column(col, justify="left" if col == "trial" else "right")
+    for c in res["candidates"]:
+        lo, hi = c["ci95"]
+        table.add_row(c["trial_id"] + (" (winner)" if c["trial_id"] == res["winner"] else ""),
+                      _pct(c["sweep_value"]), _num(c["mean"]), _num(c["std"]), f"[{_num(lo)}, {_num(hi)}]", str(c["n"]))
+    console.print(table)
+    lo, hi = res["diff_ci95"]
+    console.print(f"winner {res['winner']} vs runner-up {res['runner_up']}: paired Δ {_num(res['diff'])} "
+                  f"(95% CI [{_num(lo)}, {_num(hi)}]), p = {_num(res['p'], 3)} over {res['n_pairs']} seeds",
+                  highlight=False)
+    console.print(f"wrote {args.output}: trial {res['winner']}, chosen by the best mean over new seeds of the top "
+                  f"{len(res['candidates'])} by {res['rule']}; confirmation store {res['store']} "
+                  f"({res['seconds']:.0f}s)", highlight=False)
+    return 0
+
+
+def _num(x, digits: int = 2) -> str:
+    return "-" if x is None or x != x else f"{x:.{digits}f}"
 
 
 def ablation_table(rows: list[dict], reference: str, title: str) -> Table:
@@ -320,6 +352,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--force", action="store_true", help="overwrite --output")
     export.add_argument("--rank-by", choices=["completed", "common-epoch"], default="completed",
                         help="which trials are comparable (see hybridlt sweep --rank-by)")
+    export.add_argument("--confirm", type=int, metavar="K",
+                        help="re-run the top K configs on new seeds (an ablation beside the sweep, resumable) "
+                             "and export the best mean")
+    export.add_argument("--seeds", type=int, metavar="N", help="with --confirm: seeds per config (default 3)")
+    export.add_argument("--address", help="with --confirm: a running Ray cluster (default: start a local one)")
+    export.add_argument("--num-cpus", type=int, help="with --confirm: CPUs of the local Ray (default: all)")
     export.set_defaults(func=cmd_export_best)
 
     ablate = sub.add_parser("ablate", help="variants x seeds with mean ± std and paired tests")
@@ -348,11 +386,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside Tune's run (which has its own handler): stop as Ctrl-C would, saying how to continue."""
+
+    def __init__(self, signum: int):
+        super().__init__("terminated")
+        self.signum = signum
+
+
+def _term_as_interrupt() -> None:
+    import signal
+    import threading
+
+    def handler(signum, frame):
+        raise Terminated(signum)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     args.argv = argv
+    _term_as_interrupt()
     try:
         return args.func(args)
     except HybridLTError as exc:

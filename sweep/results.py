@@ -278,35 +278,41 @@ def sweep_objective(sweep_doc: dict) -> tuple[list[str], list[str]]:
     return metrics, [modes or (METRICS[m].direction if m in METRICS else "max") for m in metrics]
 
 
-def best_trial(trials: list[dict], metric: str, mode: str, rule: str = "completed",
-               epochs: list[dict] | None = None) -> dict | None:
-    """The best trial row among comparable ones, with ``_rule`` saying how it was chosen.
+def rank_trials(trials: list[dict], metric: str, mode: str, rule: str = "completed",
+                epochs: list[dict] | None = None) -> tuple[list[dict], str]:
+    """The comparable trials, best first, and the rule that ranked them (in words).
 
     ``completed`` (default): by the final ``metric`` of completed trials only. ``common-epoch``:
     every finished trial (completed or stopped early) by its ``metric`` at the latest epoch all of
-    them reached (needs ``epochs``). Interrupted, failed or running trials are never chosen.
+    them reached (needs ``epochs``; each row gets ``_value``, its value there). Interrupted, failed
+    or running trials are never ranked.
     """
     if rule not in RANK_RULES:
         raise ValueError(f"rule: {rule!r}; allowed: {RANK_RULES}")
-    pick = max if mode == "max" else min
+    sign = 1 if mode == "max" else -1
     if rule == "completed":
         key = f"final_{metric}"
-        pool = [t for t in trials if t["status"] == "completed" and t.get(key) is not None and t[key] == t[key]]
-        if not pool:
-            return None
-        return {**pick(pool, key=lambda t: t[key]), "_value": None, "_rule":
-                f"final {metric} among completed trials ({len(pool)} of {len(trials)})"}
+        pool = [{**t, "_value": None} for t in trials
+                if t["status"] == "completed" and t.get(key) is not None and t[key] == t[key]]
+        pool.sort(key=lambda t: sign * t[key], reverse=True)
+        return pool, f"final {metric} among completed trials ({len(pool)} of {len(trials)})"
     finished = [t for t in trials if t["status"] in ("completed", "stopped_early") and (t.get("epochs_done") or 0) > 0]
     if not finished:
-        return None
+        return [], f"{metric} at the latest epoch every finished trial reached (none finished)"
     common = min(t["epochs_done"] for t in finished)
     at = {r["trial_id"]: r.get(metric) for r in epochs or [] if r["epoch"] == common}
-    pool = [t for t in finished if at.get(t["trial_id"]) is not None and at[t["trial_id"]] == at[t["trial_id"]]]
-    if not pool:
-        return None
-    best = pick(pool, key=lambda t: at[t["trial_id"]])
-    return {**best, "_value": at[best["trial_id"]], "_rule": f"{metric} at epoch {common}, the latest epoch every "
-            f"finished trial reached ({len(pool)} of {len(trials)} trials)"}
+    pool = [{**t, "_value": at[t["trial_id"]]} for t in finished
+            if at.get(t["trial_id"]) is not None and at[t["trial_id"]] == at[t["trial_id"]]]
+    pool.sort(key=lambda t: sign * t["_value"], reverse=True)
+    return pool, (f"{metric} at epoch {common}, the latest epoch every finished trial reached "
+                  f"({len(pool)} of {len(trials)} trials)")
+
+
+def best_trial(trials: list[dict], metric: str, mode: str, rule: str = "completed",
+               epochs: list[dict] | None = None) -> dict | None:
+    """The best trial row among comparable ones (``rank_trials``), with ``_rule`` saying how it was chosen."""
+    ranked, why = rank_trials(trials, metric, mode, rule, epochs)
+    return {**ranked[0], "_rule": why} if ranked else None
 
 
 def export_best(results, output, metric: str | None = None, mode: str | None = None, force: bool = False,

@@ -123,6 +123,7 @@ def make_searcher(spec: SweepSpec, base_raw: dict, pending: list[tuple[str, dict
 
             from hybridlt.sweep.study import StudySearch, open_storage, study_url
 
+            optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "using an existing study" lines per leg
             sampler = (optuna.samplers.TPESampler(seed=seed) if spec.search.algorithm == "tpe"
                        else optuna.samplers.RandomSampler(seed=seed))
             storage = optuna_study(spec, history, open_storage(study_url(spec)))

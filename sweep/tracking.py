@@ -8,7 +8,7 @@ logger callbacks, run on the driver.
   one table artifact, ``per_class.json`` (MLflow's ``log_table``: class index and name, training
   count, accuracy), rather than as thousands of loose metric keys.
 - ``tracking.tensorboard: true``: Tune's ``TBXLoggerCallback`` writes TensorBoard event files to
-  each trial's folder, ``<storage>/<name>/<trial folder>/events.out.tfevents.*``
+  each trial's folder, ``<storage>/<name>/tune/leg-NNN/<trial folder>/events.out.tfevents.*``
   (``tensorboard --logdir <storage>/<name>``). Tune already adds this logger by itself whenever
   ``tensorboardX`` is installed; the flag makes it required (an error without the package).
 - ``tracking.wandb: offline | online``: Ray's ``WandbLoggerCallback`` (a logging actor per trial),

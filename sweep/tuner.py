@@ -406,6 +406,7 @@ def _run_tune(spec, base, todo: Plan, root, exp_dir, schema, address, show, num_
     # A trial that finished before a driver crash returns at once on resume, reporting nothing.
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # ours (_Signals) handles Ctrl-C
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no experiment tables on stdout
     r = spec.resources
     use_train = r.use_train if r.use_train is not None else r.workers > 1
     n_trials = len(todo.unfinished) + todo.fresh

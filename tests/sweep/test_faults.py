@@ -1,12 +1,11 @@
-"""Faults injected into real local Ray runs through the CLI: a killed driver, a killed DDP worker."""
+"""Faults injected into real local Ray runs through the CLI: a killed DDP worker, a killed trial process, a
+corrupt checkpoint. (A killed driver: tests/sweep/test_kill_matrix.py.)"""
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -35,43 +34,6 @@ def _spec(tmp_path, trials=6):
     path = tmp_path / "crash.yaml"
     path.write_text(yaml.safe_dump(doc))
     return path
-
-
-def _trial_files(root: Path) -> dict[str, float]:
-    folder = root / "trials"
-    return {p.stem: p.stat().st_mtime for p in folder.glob("*.parquet")} if folder.is_dir() else {}
-
-
-def test_killed_driver_then_resume_loses_and_repeats_nothing(tmp_path):
-    spec = _spec(tmp_path)
-    root = tmp_path / "sweeps" / "crash" / "results"
-    proc = subprocess.Popen([*CLI, "sweep", str(spec), "--num-cpus", "2"], cwd=tmp_path, env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 240
-    while len(_trial_files(root)) < 2 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.5)
-    assert proc.poll() is None, "the sweep ended before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
-    proc.wait()
-    before = _trial_files(root)
-    assert 2 <= len(before) < 6
-    epochs_before = {p.name: p.stat().st_mtime for p in (root / "epochs").glob("*.parquet")}
-
-    done = subprocess.run([*CLI, "sweep", str(spec), "--resume", "--num-cpus", "2"], cwd=tmp_path, env=_env(),
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    trials = read_dataset(root, "trials").to_pandas()
-    assert len(trials) == 6 and trials.trial_id.is_unique  # every trial present exactly once
-    after = _trial_files(root)
-    for trial_id, mtime in before.items():  # no completed trial re-run or rewritten
-        assert after[trial_id] == mtime
-    for name, mtime in epochs_before.items():
-        if name.split("-epoch-")[0] in before:
-            assert (root / "epochs" / name).stat().st_mtime == mtime
-    epochs = read_dataset(root, "epochs").to_pandas()
-    finished = epochs[epochs.trial_id.isin(trials.trial_id)]
-    assert not finished.duplicated(["trial_id", "epoch"]).any()
-    assert (trials.status == "completed").all() and (trials.epochs_done == 4).all()
 
 
 def test_killed_ddp_worker_restarts_from_checkpoint(tmp_path):
@@ -104,3 +66,29 @@ def test_corrupt_ray_checkpoint_falls_back_to_the_previous_one(tmp_path):
     assert str(newest) in logs and "falling back to an earlier checkpoint" in logs
     epochs = read_dataset(tmp_path / "run", "epochs").to_pandas()
     assert sorted(epochs.epoch) == [1, 2]  # epoch 2 re-run from epoch 1's checkpoint, its row replaced once
+
+
+@pytest.mark.parametrize("use_train", [False, True], ids=["tune-path", "train-path"])
+def test_a_killed_trial_process_is_retried_from_its_checkpoint(tmp_path, use_train):
+    spec = _spec(tmp_path, trials=2)
+    doc = yaml.safe_load(spec.read_text())
+    doc["overrides"] = [*TINY, "train.epochs=3"]
+    doc["resources"] = {"use_train": use_train, "max_failures": 1}
+    spec.write_text(yaml.safe_dump(doc))
+    marker = tmp_path / "killed.txt"
+    done = subprocess.run([*CLI, "sweep", str(spec), "--num-cpus", "2"], cwd=tmp_path,
+                          env=_env(HYBRIDLT_FAULT_KILL=f"2:0:{marker}"), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert marker.read_text().startswith("killed rank 0 at epoch 2")  # one trial's process died at epoch 2
+    root = tmp_path / "sweeps" / "crash" / "results"
+    trials = read_dataset(root, "trials").to_pandas()
+    assert len(trials) == 2 and (trials.status == "completed").all() and (trials.epochs_done == 3).all()
+    epochs = read_dataset(root, "epochs").to_pandas()
+    assert not epochs.duplicated(["trial_id", "epoch"]).any() and len(epochs) == 6
+    killed_at = marker.stat().st_mtime
+    # the retried trial went on from its epoch-1 checkpoint: some trial's epoch 1 predates the kill and its
+    # epoch 2 and 3 come after it (a restart from scratch would have rewritten epoch 1 after the kill)
+    firsts = {p.name.split("-epoch-")[0]: p.stat().st_mtime for p in (root / "epochs").glob("*-epoch-0001.parquet")}
+    seconds = {p.name.split("-epoch-")[0]: p.stat().st_mtime for p in (root / "epochs").glob("*-epoch-0002.parquet")}
+    assert all(t < killed_at for t in firsts.values())
+    assert any(seconds[t] > killed_at for t in firsts)

@@ -127,8 +127,8 @@ def test_mlflow_tensorboard_and_wandb_receive_the_sweep(tmp_path, mlflow_server)
         by_class = dict(zip(last.class_index, last.accuracy, strict=True))
         assert all(math.isclose(r["accuracy"], by_class[r["class_index"]]) for r in rows)
 
-    events = sorted(exp_dir.glob("*/events.out.tfevents.*"))
-    assert len(events) == 2  # one per trial folder, <storage>/<name>/<trial>/
+    events = sorted(exp_dir.glob("tune/leg-*/*/events.out.tfevents.*"))
+    assert len(events) == 2  # one per trial folder, <storage>/<name>/tune/leg-001/<trial>/
     for event_file in events:
         scalars = tb_scalars(event_file)
         acc = [v for _, v in scalars["ray/tune/acc"]]
