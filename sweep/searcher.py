@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 
 from hybridlt.sweep.spec import SweepSpec
-from hybridlt.sweep.trial import STORE_ID
+from hybridlt.sweep.trial import FAILED_KEY, STORE_ID
 
 
 class DefineByRun:
@@ -154,6 +154,8 @@ def make_searcher(spec: SweepSpec, base_raw: dict, pending: list[tuple[str, dict
             return {**params, STORE_ID: trial_id}
 
         def on_trial_result(self, trial_id: str, result: dict) -> None:
+            if FAILED_KEY in result:
+                return  # no metric: the trial failed (its on_trial_complete says so)
             if self.inner is not None and self.live.get(trial_id) == "fresh":
                 self.inner.on_trial_result(trial_id, result)
 
@@ -161,6 +163,8 @@ def make_searcher(spec: SweepSpec, base_raw: dict, pending: list[tuple[str, dict
             kind = self.live.pop(trial_id, None)
             if self.inner is None or kind is None:
                 return
+            if result and FAILED_KEY in result:
+                result, error = None, True
             if kind == "fresh":
                 self.inner.on_trial_complete(trial_id, result, error)
                 return

@@ -33,6 +33,7 @@ from hybridlt.sweep.store import Location, write_text_atomic
 CKPT_NAME = "checkpoint.pt"
 
 
+FAILED_KEY = "hybridlt_failed"  # a trial's last result naming why it failed, without Tune retrying it
 STORE_ID = "__trial"  # the config key naming a trial's id in the store (its own, or the one it continues)
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
@@ -53,6 +54,15 @@ def storage_error(exc: OSError, where) -> StorageFullError:
         free = "free space unknown"
     return StorageFullError(f"storage: cannot write {path}: {exc.strerror or exc} ({free}); the store is "
                             f"intact: free space, then continue with --resume")
+
+
+def _deterministic() -> tuple[type[BaseException], ...]:
+    from hybridlt.model.train import NonFiniteLossError
+
+    return (NonFiniteLossError, InputError)  # a diverged loss; a bad config, a full store (one line each)
+
+
+DETERMINISTIC = _deterministic()
 
 
 @dataclass
@@ -292,7 +302,10 @@ def trial_main(params: dict, ctx: TrialContext) -> None:
     loop_config = {"cfg": cfg.model_dump(mode="json"), "trial_id": trial_id, "results_root": ctx.results_root,
                    "params": params, "cpus": ctx.cpus_per_worker, "milestones": list(ctx.milestones)}
     if not ctx.use_train:
-        worker_loop({**loop_config, "api": "tune", "own_checkpoints": ctx.train_storage})
+        try:
+            worker_loop({**loop_config, "api": "tune", "own_checkpoints": ctx.train_storage})
+        except DETERMINISTIC as exc:  # the same config fails the same way: a retry would only repeat it
+            tune.report({FAILED_KEY: f"{type(exc).__name__}: {exc}"})
         return
     from ray.tune.integration.ray_train import TuneReportCallback
 

@@ -10,6 +10,7 @@ schedules everything: no queue or pool of our own.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import signal
@@ -30,7 +31,15 @@ from hybridlt.sweep.lock import SweepLock
 from hybridlt.sweep.results import FINISHED, ResultsWriter, param_type, pareto_front, read_dataset, trials_schema
 from hybridlt.sweep.spec import SweepSpec
 from hybridlt.sweep.store import Location
-from hybridlt.sweep.trial import STORAGE_ERRNOS, STORE_ID, StorageFullError, TrialContext, storage_error, trial_main
+from hybridlt.sweep.trial import (
+    FAILED_KEY,
+    STORAGE_ERRNOS,
+    STORE_ID,
+    StorageFullError,
+    TrialContext,
+    storage_error,
+    trial_main,
+)
 
 TRIAL_RESOURCE = "hybridlt_trial"
 RECORDED = ("name", "base", "overrides", "space", "objective", "search", "scheduler", "trials")
@@ -213,6 +222,8 @@ class StoreCallback:
             self.interrupting = True
         if self.interrupting:
             return  # stopped because the driver is stopping: written as interrupted at the end
+        if status == "failed" and self.show:
+            print(f"trial {trial_id} failed: {(error or 'unknown error')[:300]}", file=sys.stderr, flush=True)
         self.write(trial_id, _params(trial), trial.last_result, status, error)
 
 
@@ -220,18 +231,48 @@ def make_callback_class():
     from ray.tune import Callback
 
     class _TuneStoreCallback(StoreCallback, Callback):
+        def setup(self, **info):
+            one_line_ray_errors()
+
         def on_trial_start(self, iteration, trials, trial, **info):
             self.started[_store_id(trial)] = _params(trial)  # shown with the next finished trial
             if self.first_trial_at is None:
                 self.first_trial_at = time.time()
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            self.trial_ended(trial, "completed")
+            reason = (trial.last_result or {}).get(FAILED_KEY)
+            self.trial_ended(trial, "failed" if reason else "completed", reason)
 
         def on_trial_error(self, iteration, trials, trial, **info):
             self.trial_ended(trial, "failed", _error_line(trial))
 
     return _TuneStoreCallback
+
+
+class _OneLineRayErrors(logging.Filter):
+    """Ray logs each failed trial, and each failed sync of its experiment state, with the whole
+    traceback (tens of lines of Ray internals each); keep one line: the message and the last line
+    of the error. A failed trial's full traceback stays in its ``error.txt`` and its reason in the
+    store's ``error`` column; Ray's own logs keep everything."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None and record.name.startswith("ray"):
+            exc = record.exc_info[1]
+            lines = [line for line in str(exc).splitlines() if line.strip()]
+            record.msg = f"{record.getMessage()}: {lines[-1].strip() if lines else type(exc).__name__}"
+            record.args, record.exc_info, record.exc_text = (), None, None
+        return True
+
+
+def one_line_ray_errors() -> None:
+    """Put ``_OneLineRayErrors`` on every handler Ray's loggers write through (Tune adds its own
+    when the experiment starts, so this runs again from the callback's ``setup``)."""
+    loggers = [logging.getLogger()] + [lg for name, lg in logging.Logger.manager.loggerDict.items()
+                                       if name.startswith("ray") and isinstance(lg, logging.Logger)]
+    handlers = {h for lg in loggers for h in lg.handlers} | ({logging.lastResort} if logging.lastResort else set())
+    for handler in handlers:  # lastResort: where Tune's records go once Ray's handler is gone
+        if not any(isinstance(f, _OneLineRayErrors) for f in handler.filters):
+            handler.addFilter(_OneLineRayErrors())
 
 
 def make_stopper(flag: threading.Event):
