@@ -27,7 +27,7 @@ from hybridlt.sweep.results import (
     trials_schema,
 )
 from hybridlt.sweep.spec import SweepSpec
-from hybridlt.sweep.store import Location, epoch_prefix
+from hybridlt.sweep.store import Location, epoch_prefix, writable_folder
 from hybridlt.sweep.trial import TrialContext, trial_main
 
 TRIAL_RESOURCE = "hybridlt_trial"
@@ -265,12 +265,16 @@ def run_sweep(spec: SweepSpec, base, resume: bool = False, address: str | None =
     storage = spec.storage_uri
     exp_dir = f"{storage.rstrip('/')}/{spec.name}"
     root = Location.of(f"{exp_dir}/results")
+    if root.is_local:  # a file, a read-only folder: said now, not as a traceback after Ray has started
+        writable_folder(storage.removeprefix("file://"), "storage", create=not resume)
     can_restore = tune.Tuner.can_restore(exp_dir)
     if resume and not can_restore:
         raise SweepError(f"--resume: no sweep to resume at {exp_dir}; start it without --resume")
     if not resume and (can_restore or root.exists()):
         raise SweepError(f"sweep {spec.name!r} already exists at {exp_dir}; pass --resume to continue it "
                          f"or choose another name (--set name=...)")
+    if root.is_local:
+        writable_folder(exp_dir.removeprefix("file://"), "storage", create=not resume)
 
     # A trial that finished before a driver crash returns at once on resume, reporting nothing.
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
