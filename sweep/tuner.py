@@ -11,6 +11,7 @@ import math
 import os
 import socket
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
@@ -72,8 +73,9 @@ def _free_port() -> int:
 
 
 def start_ray(address: str | None, trial_slots: int, num_cpus: int | None = None, log_to_driver: bool = False) -> None:
-    """Connect to ``address`` or start a local Ray with its dashboard on loopback (needed for the
-    State API that cleans up a stopped trial's placement group) and the trial-slot resource.
+    """Connect to ``address`` or start a local Ray, every server of it on loopback (its dashboard,
+    needed for the State API that cleans up a stopped trial's placement group, included; see
+    ``loopback_node``), with the trial-slot resource.
 
     ``log_to_driver``: show the workers' output here. Off for sweeps, where every trial that ASHA
     stops prints Ray's SIGTERM traceback; their logs stay in Ray's session folder.
@@ -87,11 +89,33 @@ def start_ray(address: str | None, trial_slots: int, num_cpus: int | None = None
         return
     port = _free_port()
     os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
-    ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1",
-             dashboard_port=port, resources={TRIAL_RESOURCE: trial_slots}, log_to_driver=log_to_driver,
-             runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}},
-             configure_logging=False)
+    with loopback_node():
+        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1",
+                 dashboard_port=port, resources={TRIAL_RESOURCE: trial_slots}, log_to_driver=log_to_driver,
+                 runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}},
+                 configure_logging=False, _node_ip_address="127.0.0.1")
     private_secrets()
+
+
+@contextmanager
+def loopback_node():
+    """Let the local Ray's node address be 127.0.0.1, so that its servers listen on loopback only.
+
+    Ray binds gcs_server, the raylet, the workers, the driver, its agents and metrics endpoints to
+    loopback exactly when the node's address is loopback, but replaces 127.0.0.1 (even an explicit
+    ``_node_ip_address``) by the machine's address unless ``ray_constants.ENABLE_RAY_CLUSTER`` is
+    off (Ray reads it once, from ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``, when imported). Off only
+    around this ``ray.init``: the variable is not exported, so a ``ray start --address`` run from
+    here still joins clusters. tests/sweep/test_network.py fails if a Ray upgrade changes this.
+    """
+    from ray._private import ray_constants
+
+    flag = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = flag
 
 
 def private_secrets() -> None:
