@@ -128,6 +128,20 @@ def private_secrets() -> None:
         pass  # not ours to change (another user's home, read-only): Ray still runs
 
 
+def private_sweep_folder(spec: SweepSpec, exp_dir: str | Path) -> bool:
+    """Make the sweep's folder its owner's only (0700) when ``search.storage`` holds a password: Tune
+    pickles the searcher, and with it the study's URL, into ``tuner.pkl`` and ``searcher-state-*.pkl``
+    there, with the umask's mode. Returns whether it did. On an object store the bucket's policy decides."""
+    if spec.search.algorithm == "grid" or not spec.search.storage:
+        return False
+    from sqlalchemy.engine import make_url
+
+    if not make_url(spec.search.storage).password:
+        return False
+    Path(exp_dir).chmod(0o700)
+    return True
+
+
 def total_trials(spec: SweepSpec, param_space: dict | None = None) -> int:
     """Trials the sweep runs: ``trials`` samples, or for a grid ``trials`` repeats of every combination."""
     if spec.search.algorithm != "grid" and not param_space:
@@ -299,6 +313,7 @@ def run_sweep(spec: SweepSpec, base, resume: bool = False, address: str | None =
                          f"or choose another name (--set name=...)")
     if root.is_local:
         writable_folder(exp_dir.removeprefix("file://"), "storage", create=not resume)
+        private_sweep_folder(spec, exp_dir.removeprefix("file://"))
 
     # A trial that finished before a driver crash returns at once on resume, reporting nothing.
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
