@@ -6,7 +6,9 @@ The page looks for new files every ``refresh_s`` seconds, so a running sweep fil
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 import threading
 import time
 import warnings
@@ -23,6 +25,7 @@ from dash.dash_table.Format import Format, Scheme
 from hybridlt.dashboards import figures as fg
 from hybridlt.dashboards import groups as gr
 from hybridlt.dashboards import queries as q
+from hybridlt.errors import InputError
 from hybridlt.sweep.metrics import ACCURACY_METRICS, METRICS
 from hybridlt.sweep.results import StoreError, write_note
 from hybridlt.sweep.store import Location
@@ -727,9 +730,34 @@ def _warm(caches: list[q.ResultsCache], memo: Memo, refresh_s: float) -> None:
         logging.getLogger(__name__).debug("warm-up failed: %s", exc)
 
 
+def check_listen(host: str, port: int) -> None:
+    """Refuse, in one line, an address the server cannot listen on: a port outside 1 .. 65535 (Dash
+    takes 0 for its default 8050), a host that does not resolve or is not this machine's, a port in
+    use. The socket is bound and released as werkzeug binds it (``SO_REUSEADDR``, same family)."""
+    if not 1 <= port <= 65535:
+        raise InputError(f"--port: {port}; allowed: 1 .. 65535")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        address = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM, socket.IPPROTO_TCP)[0][4]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise InputError(f"--host: {host!r} does not resolve ({getattr(exc, 'strerror', None) or exc}); "
+                         f"allowed: an address or host name of this machine (default 127.0.0.1)") from None
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise InputError(f"--port: {port} on {host} is in use by another program; allowed: a free "
+                                 f"port") from None
+            raise InputError(f"--host/--port: cannot listen on {host} port {port} ({exc.strerror or exc}); "
+                             f"allowed: an address of this machine and a port this user may open") from None
+
+
 def run_dashboard(results: Results | list[Results], host: str = "127.0.0.1", port: int = 8050,
                   refresh_s: float = 5.0) -> None:
     """Serve the dashboard until Ctrl-C; binds the loopback interface unless ``host`` says otherwise."""
+    check_listen(host, port)
     app, caches = _build(results, refresh_s)
     for cache in caches:
         if cache.message:

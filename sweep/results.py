@@ -332,9 +332,10 @@ def export_best(results, output, metric: str | None = None, mode: str | None = N
     epochs = read_dataset(root, "epochs") if rule == "common-epoch" else None
     best = best_trial(trials.to_pylist(), metric, mode, rule, epochs.to_pylist() if epochs is not None else None)
     if best is None:
+        none_completed = not any(t["status"] == "completed" for t in trials.to_pylist())
         hint = (" (none completed yet: --rank-by common-epoch ranks stopped-early trials too)"
-                if rule == "completed" else "")
-        raise ConfigError(f"--metric: no finished trial reported {metric!r}{hint}")
+                if rule == "completed" and none_completed else "")
+        raise ConfigError(f"--metric: no trial reported {metric!r}{hint}")
     out = Path(output)
     if out.is_dir():
         raise InputError(f"-o: {out} is a folder; allowed: a file path")

@@ -15,7 +15,7 @@ from hybridlt.model.checkpoint import load_newest_readable, save_checkpoint
 from hybridlt.sweep.build import build_run
 from hybridlt.sweep.config import ConfigError, RunConfig, load_run_config, validate_run_config
 from hybridlt.sweep.results import ResultsWriter
-from hybridlt.sweep.store import write_text_atomic
+from hybridlt.sweep.store import writable_folder, write_text_atomic
 
 CKPT_RE = re.compile(r"^epoch-(\d{4,})\.pt$")
 
@@ -40,6 +40,7 @@ def prepare_run_dir(run_dir: Path, cfg: RunConfig | None, resume: bool) -> RunCo
     """Check the directory against the request; returns the config to run."""
     saved = run_dir / "config.yaml"
     if resume:
+        writable_folder(run_dir, "--out", create=False)  # a file, a read-only folder: one line, now
         if not saved.is_file():
             raise RunDirError(f"--resume: {run_dir} holds no run (no config.yaml); start it without --resume")
         saved_cfg = load_run_config(saved, resolve_paths=False)
@@ -52,6 +53,7 @@ def prepare_run_dir(run_dir: Path, cfg: RunConfig | None, resume: bool) -> RunCo
         raise ConfigError("train: --config is required (or --resume with --out of an existing run)")
     if saved.exists() or checkpoints(run_dir):
         raise RunDirError(f"--out: {run_dir} already holds a run; pass --resume to continue it or choose another --out")
+    writable_folder(run_dir, "--out")
     write_text_atomic(cfg.to_yaml(), saved)
     return cfg
 

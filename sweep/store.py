@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from hybridlt.errors import InputError
 from hybridlt.sweep.metrics import EPOCH_METRICS
 
 SCHEMA_VERSION = 2  # 2: statuses completed | stopped_early | interrupted | failed (1: "stopped")
@@ -178,6 +179,34 @@ class Location:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def writable_folder(where: str | Path, field: str, create: bool = True) -> None:
+    """Make sure the local folder ``where`` exists (created if ``create``) and that this process can
+    write in it, before anything starts: an ``InputError`` naming ``field``, the path and the reason.
+
+    Writing is proved with a probe file, created and removed, not with ``os.access``: that says yes
+    to root whatever a folder's mode, and no answer is as true as a write on mounts, ACLs and NFS.
+    """
+    path = Path(where).expanduser().absolute()
+    allowed = "allowed: a folder this user can write"
+    try:
+        if path.exists() and not path.is_dir():
+            raise InputError(f"{field}: {path} is a file, not a folder; {allowed}")
+        existing = next(p for p in (path, *path.parents) if p.exists())
+        if not existing.is_dir():
+            raise InputError(f"{field}: {path} cannot be created: {existing} is a file; {allowed}")
+        if existing != path and not create:
+            return
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{field}: {path} cannot be created ({exc.strerror or exc}); {allowed}") from None
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".hybridlt-write-check.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InputError(f"{field}: {path} is not writable ({exc.strerror or exc}); {allowed}") from None
 
 
 def write_table_atomic(table: pa.Table, where: str | Path | Location) -> Location:

@@ -18,6 +18,7 @@ import socket
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
@@ -30,7 +31,7 @@ from hybridlt.sweep.ledger import Plan, plan, total_trials, trial_row, write_row
 from hybridlt.sweep.lock import SweepLock
 from hybridlt.sweep.results import FINISHED, ResultsWriter, param_type, pareto_front, read_dataset, trials_schema
 from hybridlt.sweep.spec import SweepSpec
-from hybridlt.sweep.store import Location
+from hybridlt.sweep.store import Location, writable_folder
 from hybridlt.sweep.trial import (
     FAILED_KEY,
     STORAGE_ERRNOS,
@@ -108,11 +109,33 @@ def start_ray(address: str | None, trial_slots: int, num_cpus: int | None = None
         return
     port = _free_port()
     os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
-    ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1",
-             dashboard_port=port, resources={TRIAL_RESOURCE: trial_slots}, log_to_driver=log_to_driver,
-             runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}},
-             configure_logging=False)
+    with loopback_node():
+        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1",
+                 dashboard_port=port, resources={TRIAL_RESOURCE: trial_slots}, log_to_driver=log_to_driver,
+                 runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}},
+                 configure_logging=False, _node_ip_address="127.0.0.1")
     private_secrets()
+
+
+@contextmanager
+def loopback_node():
+    """Let the local Ray's node address be 127.0.0.1, so that its servers listen on loopback only.
+
+    Ray binds gcs_server, the raylet, the workers, the driver, its agents and metrics endpoints to
+    loopback exactly when the node's address is loopback, but replaces 127.0.0.1 (even an explicit
+    ``_node_ip_address``) by the machine's address unless ``ray_constants.ENABLE_RAY_CLUSTER`` is
+    off (Ray reads it once, from ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``, when imported). Off only
+    around this ``ray.init``: the variable is not exported, so a ``ray start --address`` run from
+    here still joins clusters. tests/sweep/test_network.py fails if a Ray upgrade changes this.
+    """
+    from ray._private import ray_constants
+
+    flag = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = flag
 
 
 def private_secrets() -> None:
@@ -123,6 +146,20 @@ def private_secrets() -> None:
             token.chmod(0o600)
     except OSError:
         pass  # not ours to change (another user's home, read-only): Ray still runs
+
+
+def private_sweep_folder(spec: SweepSpec, exp_dir: str | Path) -> bool:
+    """Make the sweep's folder its owner's only (0700) when ``search.storage`` holds a password: Tune
+    pickles the searcher, and with it the study's URL, into ``tuner.pkl`` and ``searcher-state-*.pkl``
+    there, with the umask's mode. Returns whether it did. On an object store the bucket's policy decides."""
+    if spec.search.algorithm == "grid" or not spec.search.storage:
+        return False
+    from sqlalchemy.engine import make_url
+
+    if not make_url(spec.search.storage).password:
+        return False
+    Path(exp_dir).chmod(0o700)
+    return True
 
 
 def concurrency_for(spec: SweepSpec, cpus: float, gpus: float, trials: int | None = None) -> int:
@@ -379,6 +416,8 @@ def run_sweep(spec: SweepSpec, base, resume: bool = False, address: str | None =
     root = Location.of(f"{exp_dir}/results")
     started_at = time.time()
     resume_command = resume_command or f"the same command with --resume (sweep {spec.name!r})"
+    if root.is_local:  # a file, a read-only folder: said now, not as a traceback after Ray has started
+        writable_folder(storage.removeprefix("file://"), "storage", create=not resume)
     if resume and not (root / "sweep.yaml").exists():
         old = " (it was written by an older hybridlt, whose sweeps cannot be resumed)" if (
             Location.of(exp_dir) / "tuner.pkl").exists() else ""
@@ -386,6 +425,9 @@ def run_sweep(spec: SweepSpec, base, resume: bool = False, address: str | None =
     if not resume and ((root / "sweep.yaml").exists() or root.exists()):
         raise SweepError(f"sweep {spec.name!r} already exists at {exp_dir}; pass --resume to continue it "
                          f"or choose another name (--set name=...)")
+    if root.is_local:
+        writable_folder(exp_dir.removeprefix("file://"), "storage", create=not resume)
+        private_sweep_folder(spec, exp_dir.removeprefix("file://"))
     lock = SweepLock(exp_dir, spec.name, say=lambda m: print(m, file=sys.stderr, flush=True))
     lock.acquire()
     try:

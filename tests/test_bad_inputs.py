@@ -11,6 +11,8 @@ import json
 import os
 import pickle
 import resource
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -555,6 +557,87 @@ CASES.update({
 })
 
 
+def read_only(path: Path) -> str:
+    """An empty folder of mode 0555 (root ignores the mode: see ``READ_ONLY_CASES``)."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o555)
+    return str(path)
+
+
+def a_file(path: Path) -> str:
+    return write(path, "pre-existing\n")
+
+
+HELD: list[socket.socket] = []  # listeners a case holds open while the command runs; closed after it
+
+
+def port_in_use() -> int:
+    """A port that a socket of this process listens on (127.0.0.1), as another program would."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    HELD.append(listener)
+    return listener.getsockname()[1]
+
+
+def dashboard(t, *options) -> list[str]:
+    return ["dashboard", str(store(t)), *map(str, options)]
+
+
+CASES.update({
+    # class 4, continued: storage that is a file or cannot be written, said before Ray starts
+    "storage is a file": (lambda t: ["sweep", sweep_spec(t), "--set", f"storage={a_file(t / 'f')}"],
+                          "storage: {}/f is a file, not a folder; allowed: a folder this user can write"),
+    "storage under a file": (lambda t: ["sweep", sweep_spec(t, storage=str(Path(a_file(t / "f")) / "sweeps"))],
+                             "/f/sweeps cannot be created: {}/f is a file; allowed: a folder"),
+    "storage read-only": (lambda t: ["sweep", sweep_spec(t), "--set", f"storage={read_only(t / 'ro')}"],
+                          "storage: {}/ro is not writable (Permission denied); allowed: a folder this user can write"),
+    "storage in a read-only folder": (lambda t: ["sweep", sweep_spec(t, storage=f"{read_only(t / 'ro')}/sweeps")],
+                                      "storage: {}/ro/sweeps cannot be created (Permission denied)"),
+    "storage name too long": (lambda t: ["sweep", sweep_spec(t, storage=str(t / ("s" * 300)))],
+                              "cannot be created (File name too long)"),
+    "sweep folder is a file": (lambda t: (a_file(t / "sweeps" / "quickstart"), ["sweep", sweep_spec(t)])[1],
+                               "storage: {}/sweeps/quickstart is a file, not a folder"),
+    "ablation storage is a file": (lambda t: ["ablate", ablation_spec(t, storage=a_file(t / "f"))],
+                                   "storage: {}/f is a file, not a folder"),
+    "ablation storage read-only": (lambda t: ["ablate", ablation_spec(t, storage=read_only(t / "ro"))],
+                                   "storage: {}/ro is not writable (Permission denied)"),
+    "train --out is a file": (lambda t: tiny_train() + ["--out", a_file(t / "f")],
+                              "--out: {}/f is a file, not a folder; allowed: a folder this user can write"),
+    "train --out under a file": (lambda t: tiny_train() + ["--out", a_file(t / "f") + "/run"],
+                                 "--out: {}/f/run cannot be created: {}/f is a file"),
+    "train --out read-only": (lambda t: tiny_train() + ["--out", read_only(t / "ro")],
+                              "--out: {}/ro is not writable (Permission denied)"),
+    "train --out in a read-only folder": (lambda t: tiny_train() + ["--out", read_only(t / "ro") + "/run"],
+                                          "--out: {}/ro/run cannot be created (Permission denied)"),
+    "train --resume of a file": (lambda t: ["train", "--resume", "--out", a_file(t / "f")],
+                                 "--out: {}/f is a file, not a folder"),
+    "train --resume of a read-only run": (lambda t: ["train", "--resume", "--out",
+                                                     read_only_run(finished_run(t))],
+                                          "--out: {}/run is not writable (Permission denied)"),
+    # class 4, continued: the dashboard's address
+    "dashboard port in use": (lambda t: dashboard(t, "--port", port_in_use()),
+                              "on 127.0.0.1 is in use by another program; allowed: a free port"),
+    "dashboard port in use on the given host": (lambda t: dashboard(t, "--host", "127.0.0.1", "--port", port_in_use()),
+                                                "is in use by another program"),
+    "dashboard port 0": (lambda t: dashboard(t, "--port", 0), "--port: 0; allowed: 1 .. 65535"),
+    "dashboard port 65536": (lambda t: dashboard(t, "--port", 65536), "--port: 65536; allowed: 1 .. 65535"),
+    "dashboard port negative": (lambda t: dashboard(t, "--port", -1), "--port: -1; allowed: 1 .. 65535"),
+    "dashboard host does not resolve": (lambda t: dashboard(t, "--host", "no-such-host.invalid"),
+                                        "--host: 'no-such-host.invalid' does not resolve"),
+    "dashboard host not of this machine": (lambda t: dashboard(t, "--host", "192.0.2.1"),  # TEST-NET-1, RFC 5737
+                                           "cannot listen on 192.0.2.1 port 8050 (Cannot assign requested address)"),
+})
+
+# A folder's mode does not stop root: as root these run in a child without CAP_DAC_OVERRIDE.
+READ_ONLY_CASES = {name for name in CASES if "read-only" in name}
+
+
+def read_only_run(run: Path) -> str:
+    run.chmod(0o555)
+    return str(run)
+
+
 def write_bytes(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
@@ -577,14 +660,56 @@ def snapshot(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def drop_dac_override() -> None:
+    """In a child before exec: take CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH out of the bounding set,
+    so that the program it execs runs as root that obeys file modes (PR_CAPBSET_DROP)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2):
+        if libc.prctl(24, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def run_obeying_modes(argv: list[str], cwd: Path) -> tuple[int, str]:
+    """``hybridlt argv`` in a child process that file modes bind even when the tests run as root."""
+    code = "import sys; from hybridlt.cli import main; sys.exit(main(sys.argv[1:]))"
+    try:
+        proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=300,
+                              preexec_fn=drop_dac_override if os.geteuid() == 0 else None, cwd=cwd,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    except subprocess.SubprocessError as exc:
+        pytest.skip(f"root here cannot drop CAP_DAC_OVERRIDE ({exc}), so a read-only folder does not stop it")
+    return proc.returncode, proc.stderr
+
+
+def run_in_process(argv: list[str], capsys) -> tuple[int, str]:
+    """``main(argv)``; a dashboard that would serve instead of refusing is stopped by an alarm."""
+    def refuse_to_wait(signum, frame):
+        raise TimeoutError("the dashboard started serving instead of refusing its address")
+
+    previous = signal.signal(signal.SIGALRM, refuse_to_wait)
+    signal.alarm(60 if argv[0] == "dashboard" else 0)
+    try:
+        return main(argv), capsys.readouterr().err
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+        while HELD:
+            HELD.pop().close()
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_input(case, tmp_path, capsys):
     make_argv, expected = CASES[case]
     argv = make_argv(tmp_path)
+    expected = expected.replace("{}", str(tmp_path))
     capsys.readouterr()
     before = snapshot(tmp_path)
-    code = main(argv)
-    err = capsys.readouterr().err
+    if case in READ_ONLY_CASES and os.geteuid() == 0:
+        code, err = run_obeying_modes(argv, tmp_path)
+    else:
+        code, err = run_in_process(argv, capsys)
     lines = [line for line in err.splitlines() if line.startswith("error: ")]
     assert code == 2, err
     assert "Traceback" not in err

@@ -159,3 +159,17 @@ def test_readme_duckdb_query_matches_the_project_reader(sweep, monkeypatch):
     assert len(expected) == 10 and got == expected
     counts = [r[2] for r in got]
     assert counts == sorted(counts, reverse=True) and counts[0] > counts[-1]  # long-tailed: head first
+
+
+@pytest.mark.parametrize("url, private", [("postgresql://user:secret@db.example/optuna", True),
+                                          ("postgresql://user@db.example/optuna", False), (None, False)])
+def test_a_study_password_keeps_the_sweep_folder_private(tmp_path, url, private):
+    """Tune pickles the study's URL into tuner.pkl: with a password in it, nobody else may read the folder."""
+    from hybridlt.sweep.tuner import private_sweep_folder
+
+    folder = tmp_path / "sweep"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    spec = SweepSpec(name="s", base={}, space={}, search={"storage": url} if url else {})
+    assert private_sweep_folder(spec, folder) is private
+    assert folder.stat().st_mode & 0o777 == (0o700 if private else 0o755)
