@@ -74,7 +74,8 @@ def test_a_cluster_plans_from_the_spec_concurrency(tmp_path):
 
 class FakeCluster:
     """The head of a fake multi-node cluster, started with ``ray start --head --block`` in its own
-    session: every process of the cluster (the autoscaler's nodes too) is in its process group."""
+    session: the cluster's processes (the autoscaler's nodes too) are in its process group, except
+    the worker processes, which each raylet puts in a group of their own and ends with itself."""
 
     def __init__(self, tmp_path: Path):
         self.port, self.dashboard = _free_port(), _free_port()
@@ -295,7 +296,9 @@ def test_sweep_scales_out_survives_a_lost_node_and_scales_in(tmp_path):
               f"(checkpoint {resumed_at}), went on on {seen[trial][-1][-5:]}; sweep {sweep_done - started:.0f}s, "
               f"only the head left {max(scaled_in, 0):.0f}s after it")
     finally:
-        if sweep is not None and sweep.poll() is None:
-            os.killpg(sweep.pid, signal.SIGKILL)
-            sweep.wait(timeout=30)
+        if sweep is not None:
+            if sweep.poll() is None:
+                os.killpg(sweep.pid, signal.SIGKILL)
+                sweep.wait(timeout=30)
+            out.close()
         cluster.stop()
