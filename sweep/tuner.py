@@ -162,16 +162,27 @@ def private_sweep_folder(spec: SweepSpec, exp_dir: str | Path) -> bool:
     return True
 
 
-def concurrency_for(spec: SweepSpec, cpus: float, gpus: float, trials: int | None = None) -> int:
-    """Trials that fit at once, so that no trial waits on another's resources."""
+def concurrency_for(spec: SweepSpec, cpus: float, gpus: float, trials: int | None = None,
+                    on_cluster: bool = False) -> int:
+    """Trials that fit at once, so that no trial waits on another's resources.
+
+    ``on_cluster`` (``--address``): the spec's ``concurrency``, when given, is the plan and the
+    cluster's resources now are not a bound. An autoscaling cluster adds the nodes that waiting
+    trials ask for (a head with no CPUs starts with none to offer); trials beyond what it can
+    ever hold wait in Ray's queue. Without ``concurrency`` the resources present now decide.
+    """
     r = spec.resources
+    if on_cluster and spec.concurrency:
+        return min(spec.concurrency, trials or spec.trials)
     fits = [math.floor(cpus / (r.workers * r.cpus_per_worker))]
     if r.gpus_per_worker > 0:
         fits.append(math.floor(gpus / (r.workers * r.gpus_per_worker) + 1e-9))
     limit = min(fits)
     if limit < 1:
         raise ConfigError(f"resources: a trial needs {r.workers} x {r.cpus_per_worker} CPUs and "
-                          f"{r.workers} x {r.gpus_per_worker} GPUs but the cluster has {cpus} CPUs, {gpus} GPUs")
+                          f"{r.workers} x {r.gpus_per_worker} GPUs but the cluster has {cpus} CPUs, {gpus} GPUs"
+                          + ("; on an autoscaling cluster whose nodes start on demand set concurrency: N (the "
+                             "trials its largest size holds)" if on_cluster else ""))
     return min(limit, spec.concurrency or limit, trials or spec.trials)
 
 
@@ -498,7 +509,8 @@ def _run_tune(spec, base, todo: Plan, root, exp_dir, schema, address, show, num_
     timings["ray_start_s"] = time.perf_counter() - ray_started
     pause_at("before_trials")
     cluster = ray.cluster_resources()
-    concurrency = concurrency_for(spec, cluster.get("CPU", 0), cluster.get("GPU", 0), n_trials)
+    concurrency = concurrency_for(spec, cluster.get("CPU", 0), cluster.get("GPU", 0), n_trials,
+                                  on_cluster=bool(address))
 
     ctx = TrialContext(base=base, results_root=root, train_storage=f"{exp_dir}/train", use_train=use_train,
                        workers=r.workers, cpus_per_worker=r.cpus_per_worker, gpus_per_worker=r.gpus_per_worker,

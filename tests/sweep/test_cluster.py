@@ -37,6 +37,7 @@ def test_cluster_yaml_is_valid_and_scales_gpus_from_zero():
     gpu_types = [t for t in doc["available_node_types"].values() if t["resources"].get("GPU", 0) > 0]
     assert gpu_types and all(t["min_workers"] == 0 for t in gpu_types)
     assert doc["available_node_types"][doc["head_node_type"]]["resources"]["GPU"] == 0
+    assert doc["available_node_types"][doc["head_node_type"]]["resources"]["hybridlt_trial"] >= 1  # Train trials' slots
     assert any("pip install" in c and "-e ." in c for c in doc["setup_commands"])
     # fractional-GPU trials share each GPU through CUDA MPS, started on every GPU node before Ray;
     # a node type's own worker_setup_commands replace setup_commands, so they repeat the install
