@@ -92,3 +92,46 @@ def test_objective_direction_comes_from_the_metric_catalogue():
               {"trial_id": "b", "status": "completed", "final_loss": 0.4}]
     metric, mode = sweep_objective({"spec": {"objective": {"metric": "loss"}}})
     assert best_trial(trials, metric[0], mode[0])["trial_id"] == "b"
+
+
+def test_a_schema_1_store_reads_with_todays_statuses(tmp_path):
+    """Stores written before the statuses of schema 2: ``stopped`` (ASHA) reads as ``stopped_early`` at
+    its last epoch; other statuses and schema-2 rows stay as written; best and export skip them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from hybridlt.sweep.results import best_trial, read_dataset
+
+    (tmp_path / "trials").mkdir()
+    old = pa.table({"trial_id": ["a", "b", "c"], "status": ["completed", "stopped", "failed"],
+                    "epochs_done": [8, 3, 1], "final_acc": [0.5, 0.9, None], "schema_version": [1, 1, 1]})
+    pq.write_table(old, tmp_path / "trials" / "old.parquet")
+    new = pa.table({"trial_id": ["d"], "status": ["stopped"], "epochs_done": [2], "final_acc": [0.95],
+                    "schema_version": [2]})  # a schema-2 row is never rewritten, whatever it says
+    pq.write_table(new, tmp_path / "trials" / "new.parquet")
+    rows = {r["trial_id"]: r for r in read_dataset(tmp_path, "trials").to_pylist()}
+    assert [rows[t]["status"] for t in "abcd"] == ["completed", "stopped_early", "failed", "stopped"]
+    assert rows["b"]["stopped_epoch"] == 3 and rows["a"]["stopped_epoch"] is None
+    assert best_trial(list(rows.values()), "acc", "max")["trial_id"] == "a"  # b stopped early: not comparable
+
+
+def test_the_best_is_chosen_among_comparable_trials_only():
+    """An honest best: never an interrupted, failed or running trial; ``common-epoch`` compares every
+    finished trial at the latest epoch all of them reached (here 2), by hand."""
+    from hybridlt.sweep.results import best_trial, rank_trials
+
+    trials = [
+        {"trial_id": "done", "status": "completed", "epochs_done": 4, "final_acc": 0.60},
+        {"trial_id": "early", "status": "stopped_early", "epochs_done": 2, "final_acc": 0.55},
+        {"trial_id": "cut", "status": "interrupted", "epochs_done": 3, "final_acc": 0.99},
+        {"trial_id": "nan", "status": "failed", "epochs_done": 1, "final_acc": 0.98},
+        {"trial_id": "done2", "status": "completed", "epochs_done": 4, "final_acc": 0.58},
+    ]
+    epochs = [{"trial_id": t, "epoch": e, "acc": a} for t, e, a in [
+        ("done", 2, 0.40), ("early", 2, 0.55), ("done2", 2, 0.45), ("cut", 2, 0.9), ("done", 4, 0.6)]]
+    best = best_trial(trials, "acc", "max")
+    assert best["trial_id"] == "done" and "among completed trials (2 of 5)" in best["_rule"]
+    ranked, why = rank_trials(trials, "acc", "max", "common-epoch", epochs)
+    assert [t["trial_id"] for t in ranked] == ["early", "done2", "done"] and "epoch 2" in why
+    assert best_trial(trials, "acc", "min")["trial_id"] == "done2"
+    assert best_trial([trials[2], trials[3]], "acc", "max") is None  # nothing comparable: nothing exported
