@@ -91,7 +91,7 @@ def _scalars(metrics: dict) -> dict:
     return out
 
 
-def _maybe_inject_fault(epoch: int, rank: int) -> None:
+def _maybe_inject_fault(epoch: int, rank: int, trial_id: str = "") -> None:
     """Fault injection for the reliability tests: ``HYBRIDLT_FAULT_KILL=epoch:rank:marker`` makes that
     rank's process die at that epoch, once (the marker file records that it happened)."""
     spec = os.environ.get("HYBRIDLT_FAULT_KILL")
@@ -99,7 +99,7 @@ def _maybe_inject_fault(epoch: int, rank: int) -> None:
         return
     at_epoch, at_rank, marker = spec.split(":", 2)
     if epoch == int(at_epoch) and rank == int(at_rank) and not os.path.exists(marker):
-        Path(marker).write_text(f"killed rank {rank} at epoch {epoch}\n")
+        Path(marker).write_text(f"killed rank {rank} at epoch {epoch} of trial {trial_id}\n")
         os._exit(1)
 
 
@@ -235,7 +235,7 @@ def worker_loop(config: dict) -> None:
     eval_keys = ("acc", "balanced_acc", *(f"{g}_acc" for g in parts.groups))
 
     def report(metrics: dict, state: dict | None) -> None:
-        _maybe_inject_fault(metrics["epoch"], rank)
+        _maybe_inject_fault(metrics["epoch"], rank, trial_id)
         if writer is not None:
             _guard(lambda: writer.epoch(trial_id, metrics, parts.class_names, parts.class_counts),
                    config["results_root"])
