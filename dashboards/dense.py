@@ -2,9 +2,9 @@
 
 A chart that draws one mark per trial (slices, history, parallel coordinates) sends a point per trial
 and the browser draws each one: at 10,000 trials that is megabytes and seconds. Above ``POINTS_MAX``
-trials those charts draw the bulk as counts in bins (a density) and only the best trials as marks
-(``best_and_spread``: the best, then an even spread over the rest by the metric), so the payload is
-the same at 10,000 trials as at 2,000. Pure numpy/pandas, no plotly.
+trials slices and history draw the bulk as counts in bins (a density) and only the best trials as
+marks; parallel coordinates draw ``LINES_MAX`` lines (``best_and_spread``: the best, then an even
+spread over the rest by the metric). The payload is the same at 10,000 trials as at 2,000. Pure numpy/pandas, no plotly.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 POINTS_MAX = 1500  # marks per chart (or per slice panel) drawn one by one; beyond, a density and the best
+LINES_MAX = 1000  # polylines of the static parallel coordinates
 BEST_MARKS = 100  # the best trials drawn as marks over a density
 X_BINS, Y_BINS = 40, 25
 

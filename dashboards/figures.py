@@ -179,10 +179,10 @@ def parallel_figure(trials: pd.DataFrame, params: list[str], metric: str, intera
                                            "colorbar": {"title": {"text": metric}}}, dimensions=dims,
                                      labelangle=-12, labelfont={"size": 12}))
     else:
-        if len(rows) > dense.POINTS_MAX:  # the axes' ranges stay those of every trial
-            keep = np.sort(dense.best_and_spread(rows, col, dense.POINTS_MAX, dense.POINTS_MAX // 4).index)
+        if len(rows) > dense.LINES_MAX:  # the axes' ranges stay those of every trial
+            keep = np.sort(dense.best_and_spread(rows, col, dense.LINES_MAX, dense.LINES_MAX // 4).index)
             dims = [{**d, "values": np.asarray(d["values"])[keep]} for d in dims]
-            drawn = (f"{len(keep):,} of {len(rows):,} trials drawn: the best {dense.POINTS_MAX // 4} and an even "
+            drawn = (f"{len(keep):,} of {len(rows):,} trials drawn: the best {dense.LINES_MAX // 4} and an even "
                      "spread of the rest by the metric; 'interactive' draws all")
             rows = rows.iloc[keep]
         fig = _parallel_lines(rows, dims, col, metric)
@@ -199,9 +199,11 @@ def _normalised(d: dict) -> np.ndarray:
 def _parallel_lines(rows: pd.DataFrame, dims: list[dict], col: str, metric: str, bins: int = 10) -> go.Figure:
     """Static parallel coordinates: one polyline per trial, in ``bins`` colour groups of the objective.
 
-    Hovering a vertex names its trial; ticks are one text trace (cheaper to draw than annotations).
+    Hovering a vertex names its trial (above 500 lines, a vertex on the objective's axis: the names are sent
+    once, not at every vertex); ticks are one text trace (cheaper to draw than annotations).
     """
     k = len(dims)
+    named = len(rows) <= 500
     ys = np.column_stack([_normalised(d) for d in dims])
     group = np.minimum((ys[:, -1] * bins).astype(int), bins - 1)
     ids = rows["trial_id"].astype(str).to_numpy()
@@ -211,10 +213,15 @@ def _parallel_lines(rows: pd.DataFrame, dims: list[dict], col: str, metric: str,
         part = ys[group == b]
         y = np.column_stack([part, np.full(len(part), np.nan)]).ravel().astype(np.float32)
         x = np.tile(np.r_[np.arange(k), np.nan], len(part)).astype(np.float32)
-        text = np.repeat(ids[group == b], k + 1)
         color = sample_colorscale("Viridis", [(b + 0.5) / bins])[0]
+        hover = {"text": np.repeat(ids[group == b], k + 1), "hovertemplate": "%{text}<extra></extra>"} if named \
+            else {"hoverinfo": "skip"}
         fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line={"color": color, "width": 1}, opacity=opacity,
-                                 text=text, hovertemplate="%{text}<extra></extra>", showlegend=False))
+                                 showlegend=False, **hover))
+    if not named:
+        fig.add_trace(go.Scatter(x=np.full(len(ys), k - 1, np.float32), y=ys[:, -1].astype(np.float32), text=ids,
+                                 mode="markers", marker={"size": 4, "color": "rgba(0,0,0,0)"}, showlegend=False,
+                                 hovertemplate="%{text}<extra></extra>"))
     lo, hi = float(rows[col].min()), float(rows[col].max())
     fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", showlegend=False, hoverinfo="skip",
                              marker={"color": [lo], "cmin": lo, "cmax": hi, "colorscale": "Viridis",
