@@ -202,6 +202,12 @@ def _trials_table(columns: list[dict], page: dict) -> DataTable:
         )
 
 
+def _table_notes(page: dict, selection: list[str]) -> html.Div:
+    """How many trials match and how many are selected, under the table."""
+    return html.Div([html.Span(page.get("note"), id="table-note"),
+                     html.Span(selected_note(selection), id="selected-note")], style=NOTE)
+
+
 def _small_table(table_id: str, rows: list[dict], columns: list[str]) -> DataTable:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -382,8 +388,15 @@ def table_page(cache: q.ResultsCache, memo: Memo, metric: str, rule: str, page: 
     matched = f"{len(shown):,} of {len(frame):,} trials" if len(shown) < len(frame) else f"{len(frame):,} trials"
     return {"data": rows, "page_count": tb.page_count(len(shown)), "page_current": page, "selected_rows": ticked,
             "selected_row_ids": [rows[i]["id"] for i in ticked],
-            "note": f"{matched}, {tb.PAGE_SIZE} a page · {len(chosen)} selected (they drive the charts below)"
-                    + problem}
+            "note": f"{matched}, {tb.PAGE_SIZE} a page{problem}"}
+
+
+def selected_note(selection: list[str] | None) -> str:
+    """How many trials are ticked, on every page (kept in the browser by a clientside copy of this)."""
+    return f" · {len(selection or [])} selected (they drive the charts below)"
+
+
+SELECTED_NOTE_JS = "function(s) { return ' · ' + (s || []).length + ' selected (they drive the charts below)'; }"
 
 
 def build_layout(caches: list[q.ResultsCache], memo: Memo, refresh_s: float = 5.0, skeleton: bool = False) -> html.Div:
@@ -418,7 +431,7 @@ def build_layout(caches: list[q.ResultsCache], memo: Memo, refresh_s: float = 5.
         html.Div(cache.message, id="banner", style=_banner_style(cache.message)),
         _controls(metric, rule),
         stores,
-        _section("Trials", _trials_table(columns, page), html.Div(page.get("note"), id="table-note", style=NOTE),
+        _section("Trials", _trials_table(columns, page), _table_notes(page, selection),
                  note="Accuracies in %. Sort and filter the columns (e.g. > 90 or psc); tick rows to drive the "
                       "charts below (a group's seeds are ticked together by default)."),
         _section("Head / medium / tail", _graph("groups", start, 400)),
@@ -736,6 +749,9 @@ def register_table_callbacks(app: Dash, cache: q.ResultsCache, memo: Memo) -> No
             page = 0  # a new order or filter starts at its first page; a new version keeps the reader's page
         out = table_page(cache, memo, metric, rule, page, sort_by, filter_query, selection)
         return (*[out[p] for p in TABLE_PAGE], table_key(out["page_current"], sort_by, filter_query), out["note"])
+
+    app.clientside_callback(SELECTED_NOTE_JS, Output("selected-note", "children"), Input("selection", "data"),
+                            **later)
 
     @app.callback(Output("selection", "data", allow_duplicate=True), Input("trials", "selected_row_ids"),
                   State("trials", "data"), *table, State("table-key", "data"), State("selection", "data"), **later)

