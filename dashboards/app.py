@@ -373,7 +373,7 @@ def shown_frame(cache: q.ResultsCache, memo: Memo, view: View, columns: list[dic
 def table_page(cache: q.ResultsCache, memo: Memo, metric: str, rule: str, page: int | None, sort_by: list | None,
                filter_query: str | None, selection: list[str], notes: dict | None = None) -> dict:
     """One page of the table, filtered and sorted (ties: best by the metric first), with the selection ticked:
-    the DataTable properties to set, and a line saying how many trials match and how many are selected."""
+    the DataTable properties to set, and a line saying how many trials match (and why a filter was not applied)."""
     view = view_of(cache, memo, metric, rule)
     frame = shown_frame(cache, memo, view, table_columns(view), cache.notes() if notes is None else notes)
     problem = ""
