@@ -321,11 +321,12 @@ def _notes_section(start: dict) -> html.Div:
              "table's notes column.")
 
 
-def _stores_section(caches: list[q.ResultsCache], memo: Memo, metric: str, rule: str) -> html.Div:
+def _stores_section(caches: list[q.ResultsCache], memo: Memo, metric: str, rule: str,
+                    refresh_s: float = 5.0) -> html.Div:
     """Every store given, side by side: its status, groups (mean ± 95% CI) and history."""
     cards = []
     for k, cache in enumerate(caches):
-        cache.refresh(max_age_s=1.0)
+        cache.refresh(max_age_s=refresh_s)
         name = store_name(cache)
         try:
             view = view_of(cache, memo, metric, rule)
@@ -406,8 +407,8 @@ def build_layout(caches: list[q.ResultsCache], memo: Memo, refresh_s: float = 5.
     changes. ``skeleton``: the same components without data (Dash's callback validation layout).
     """
     cache = caches[0]
-    if not skeleton:
-        cache.refresh(max_age_s=1.0)
+    if not skeleton:  # listing a big store's folders takes a while: at most once a refresh period, ticks included
+        cache.refresh(max_age_s=refresh_s)
     metrics, _ = cache.objective()
     metric = metrics[0] if metrics[0] in q.METRICS else "acc"
     rule = "final"
@@ -422,7 +423,7 @@ def build_layout(caches: list[q.ResultsCache], memo: Memo, refresh_s: float = 5.
             raise ValueError(value)
         columns, page, selection, start = value
     hidden = {"display": "none"}
-    stores = _stores_section(caches, memo, metric, rule) if len(caches) > 1 and not skeleton else \
+    stores = _stores_section(caches, memo, metric, rule, refresh_s) if len(caches) > 1 and not skeleton else \
         html.Div(id="stores", style=hidden)
     return html.Div([
         html.Div([html.H2(f"hybridlt sweep: {store_name(cache)}", style={"margin": "0"}),
