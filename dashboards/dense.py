@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 
 POINTS_MAX = 1500  # marks per chart (or per slice panel) drawn one by one; beyond, a density and the best
-LINES_MAX = 1000  # polylines of the static parallel coordinates
+LINES_MAX = 500  # polylines of the static parallel coordinates (~0.3 s to draw 1,000 in a CPU-only browser)
 BEST_MARKS = 100  # the best trials drawn as marks over a density
+OTHER_MARKS = 200  # trials not scored (stopped early, failed, ...) drawn as marks beside a density
 X_BINS, Y_BINS = 40, 25
 
 

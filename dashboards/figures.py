@@ -199,11 +199,11 @@ def _normalised(d: dict) -> np.ndarray:
 def _parallel_lines(rows: pd.DataFrame, dims: list[dict], col: str, metric: str, bins: int = 10) -> go.Figure:
     """Static parallel coordinates: one polyline per trial, in ``bins`` colour groups of the objective.
 
-    Hovering a vertex names its trial (above 500 lines, a vertex on the objective's axis: the names are sent
+    Hovering a vertex names its trial (above 200 lines, a vertex on the objective's axis: the names are sent
     once, not at every vertex); ticks are one text trace (cheaper to draw than annotations).
     """
     k = len(dims)
-    named = len(rows) <= 500
+    named = len(rows) <= 200
     ys = np.column_stack([_normalised(d) for d in dims])
     group = np.minimum((ys[:, -1] * bins).astype(int), bins - 1)
     ids = rows["trial_id"].astype(str).to_numpy()
@@ -300,7 +300,7 @@ def slice_figure(trials: pd.DataFrame, params: list[str], metric: str, cols: int
             sub = dense.best_and_spread(sub, col, dense.BEST_MARKS, dense.BEST_MARKS)
         fig.add_trace(_slice_marks(sub, p, col, numeric, "#1f77b4", "circle", ""), row=r + 1, col=c + 1)
         if stopped is not None and len(stopped) and p in stopped:
-            part = dense.best_and_spread(stopped[stopped[p].notna()], col, dense.POINTS_MAX // 5, 0)
+            part = dense.best_and_spread(stopped[stopped[p].notna()], col, dense.OTHER_MARKS, 0)
             fig.add_trace(_slice_marks(part, p, col, numeric, "#9aa5b1", "x", " (stopped early, not scored)"),
                           row=r + 1, col=c + 1)
         if log:
@@ -312,11 +312,11 @@ def slice_figure(trials: pd.DataFrame, params: list[str], metric: str, cols: int
     fig.update_yaxes(title_text=f"{metric} %", col=1)
     fig.update_annotations(font_size=12)
     drawn = ""
-    if many or (stopped is not None and len(stopped) > dense.POINTS_MAX // 5):
+    if many or (stopped is not None and len(stopped) > dense.OTHER_MARKS):
         drawn = (f"<br><sup>{len(rows):,} scored trials" + (f" as a density (shade: trials per bin), the best "
                                                             f"{dense.BEST_MARKS} as points" if many else "")
-                 + (f"; {min(len(stopped), dense.POINTS_MAX // 5)} of {len(stopped):,} stopped early ×, spread by "
-                    "the metric" if stopped is not None and len(stopped) > dense.POINTS_MAX // 5 else "")
+                 + (f"; {min(len(stopped), dense.OTHER_MARKS)} of {len(stopped):,} stopped early ×, spread by "
+                    "the metric" if stopped is not None and len(stopped) > dense.OTHER_MARKS else "")
                  + "</sup>")
     return _layout(fig, f"Slices: each parameter vs {METRIC_LABELS.get(metric, metric)} %<br><sup>{note}</sup>"
                         + drawn, 270 * nrows + 80 + (20 if drawn else 0),
@@ -496,7 +496,7 @@ HISTORY_STYLES = (("completed", {"color": "#1f77b4", "symbol": "circle"}),
 def history_figure(hist: pd.DataFrame, metric: str) -> go.Figure:
     """The objective by trial start, the best so far over completed trials; stopped trials marked ×.
     Above ``dense.POINTS_MAX`` trials the completed ones are a density with the records (each new best) as
-    points, and each other status at most ``dense.POINTS_MAX // 5`` marks spread by the metric."""
+    points, and each other status at most ``dense.OTHER_MARKS`` marks spread by the metric."""
     if hist.empty:
         return empty_figure("no finished trial yet")
     fig = go.Figure()
@@ -513,9 +513,9 @@ def history_figure(hist: pd.DataFrame, metric: str) -> go.Figure:
             fig.add_trace(_density_trace(dense.density(rows["order"], 100 * rows["value"]), "completed trials",
                                          "trials #%{x:.0f}"))
             rows = hist[changed & (hist["status"] == "completed")]
-        elif many and len(rows) > dense.POINTS_MAX // 5:
-            cut.append(f"{dense.POINTS_MAX // 5} of {len(rows):,} {status.replace('_', ' ')}")
-            rows = dense.best_and_spread(rows, "value", dense.POINTS_MAX // 5, 0).sort_values("order")
+        elif many and len(rows) > dense.OTHER_MARKS:
+            cut.append(f"{dense.OTHER_MARKS} of {len(rows):,} {status.replace('_', ' ')}")
+            rows = dense.best_and_spread(rows, "value", dense.OTHER_MARKS, 0).sort_values("order")
         fig.add_trace(go.Scatter(x=rows["order"], y=100 * rows["value"], mode="markers",
                                  name=status.replace("_", " ") + (" (new best)" if many and status == "completed"
                                                                   else ""),

@@ -161,7 +161,7 @@ def test_slices_history_and_lines_of_many_trials_stay_small(many):
     fig = fg.slice_figure(many, params, "acc", stopped=stopped)
     assert [t.type for t in fig.data].count("heatmap") == 3 and "as a density" in fig.layout.title.text
     points = [t for t in fig.data if t.type == "scatter"]
-    assert all(len(t.x) <= max(dense.BEST_MARKS, dense.POINTS_MAX // 5) for t in points)
+    assert all(len(t.x) <= max(dense.BEST_MARKS, dense.OTHER_MARKS) for t in points)
     assert fig.layout.xaxis.type == "log"
     lines = fg.parallel_figure(many, params, "acc")
     drawn = [t for t in lines.data if t.mode == "lines"]

@@ -28,7 +28,7 @@ def stores(tmp_path_factory):
 
 @pytest.fixture
 def scaled(monkeypatch):
-    for module, name in ((dense, "POINTS_MAX"), (dense, "LINES_MAX"), (dense, "BEST_MARKS"),
+    for module, name in ((dense, "POINTS_MAX"), (dense, "LINES_MAX"), (dense, "BEST_MARKS"), (dense, "OTHER_MARKS"),
                          (q, "IMPORTANCE_MAX_TRIALS"), (q, "FANOVA_MAX_TRIALS"), (A, "HEATMAP_ROWS")):
         monkeypatch.setattr(module, name, getattr(module, name) // SCALE)
 
