@@ -25,6 +25,7 @@ from dash.dash_table.Format import Format, Scheme
 from hybridlt.dashboards import figures as fg
 from hybridlt.dashboards import groups as gr
 from hybridlt.dashboards import queries as q
+from hybridlt.dashboards import table as tb
 from hybridlt.errors import InputError
 from hybridlt.sweep.metrics import ACCURACY_METRICS, METRICS
 from hybridlt.sweep.results import StoreError, write_note
@@ -149,19 +150,18 @@ def table_columns(view: View) -> list[dict]:
     return [*cols, {"id": "notes", "name": "notes"}]
 
 
-def table_rows(view: View, columns: list[dict], notes: dict[str, dict]) -> list[dict]:
-    """The shown columns (plus the row id), ordered by the chosen metric, best first; accuracies in %."""
+def table_frame(view: View, columns: list[dict], notes: dict[str, dict]) -> pd.DataFrame:
+    """Every trial as the table shows it (the shown columns, accuracies in %, rounded as shown), ordered by the
+    chosen metric, best first: what the table's pages, sorting and filters are cut from."""
     frame = percent(q.order_trials(view.trials, view.metric, view.mode))
     frame = frame.assign(group=frame["trial_id"].map(view.labels),
                          notes=frame["trial_id"].map(lambda t: note_text(notes.get(t))))
-    ids = [c["id"] for c in columns]
-    frame = frame[ids].copy()
-    for c in ids:
-        if pd.api.types.is_float_dtype(frame[c]):
-            frame[c] = frame[c].map(lambda v: float(f"{v:.4g}") if pd.notna(v) else v)
-    frame = frame.astype(object)
-    frame = frame.where(frame.notna(), None)
-    return [{**r, "id": r["trial_id"]} for r in frame.to_dict("records")]
+    return tb.round_shown(frame[[c["id"] for c in columns]].reset_index(drop=True))
+
+
+def table_rows(view: View, columns: list[dict], notes: dict[str, dict]) -> list[dict]:
+    """All rows of the table (with their ``id``), best first; the browser gets them a page at a time."""
+    return tb.records(table_frame(view, columns, notes))
 
 
 def note_text(note: dict | None) -> str | None:
@@ -185,13 +185,16 @@ def _banner_style(message: str | None) -> dict:
     return base if message else {"display": "none"}
 
 
-def _trials_table(columns: list[dict], rows: list[dict], selected: list[int]) -> DataTable:
+def _trials_table(columns: list[dict], page: dict) -> DataTable:
+    """The table holds one page; filtering, sorting and paging are done by the server (``table_page``)."""
     with warnings.catch_warnings():  # Dash 4 announces DataTable's move out of the core; it still ships it
         warnings.simplefilter("ignore", DeprecationWarning)
         return DataTable(
-            id="trials", columns=columns, data=rows, row_selectable="multi", selected_rows=selected,
-            selected_row_ids=[rows[i]["id"] for i in selected], filter_action="native", sort_action="native",
-            sort_mode="multi", page_action="native", page_size=12, style_table={"overflowX": "auto"},
+            id="trials", columns=columns, data=page.get("data", []), row_selectable="multi",
+            selected_rows=page.get("selected_rows", []), selected_row_ids=page.get("selected_row_ids", []),
+            filter_action="custom", sort_action="custom", sort_mode="multi", page_action="custom",
+            page_current=page.get("page_current", 0), page_size=tb.PAGE_SIZE, page_count=page.get("page_count", 1),
+            style_table={"overflowX": "auto"},
             style_cell={"fontFamily": "system-ui, sans-serif", "fontSize": "12px", "padding": "3px 6px",
                         "maxWidth": "130px", "overflow": "hidden", "textOverflow": "ellipsis"},
             style_header={"fontWeight": "600", "background": "#f0f2f5"},
@@ -200,6 +203,12 @@ def _trials_table(columns: list[dict], rows: list[dict], selected: list[int]) ->
                                     {"if": {"filter_query": '{status} = "stopped_early"'}, "color": "#8a8f98"}],
             filter_options={"case": "insensitive"}, tooltip_delay=300,
         )
+
+
+def _table_notes(page: dict, selection: list[str]) -> html.Div:
+    """How many trials match and how many are selected, under the table."""
+    return html.Div([html.Span(page.get("note"), id="table-note"),
+                     html.Span(selected_note(selection), id="selected-note")], style=NOTE)
 
 
 def _small_table(table_id: str, rows: list[dict], columns: list[str]) -> DataTable:
@@ -315,11 +324,12 @@ def _notes_section(start: dict) -> html.Div:
              "table's notes column.")
 
 
-def _stores_section(caches: list[q.ResultsCache], memo: Memo, metric: str, rule: str) -> html.Div:
+def _stores_section(caches: list[q.ResultsCache], memo: Memo, metric: str, rule: str,
+                    refresh_s: float = 5.0) -> html.Div:
     """Every store given, side by side: its status, groups (mean ± 95% CI) and history."""
     cards = []
     for k, cache in enumerate(caches):
-        cache.refresh(max_age_s=1.0)
+        cache.refresh(max_age_s=refresh_s)
         name = store_name(cache)
         try:
             view = view_of(cache, memo, metric, rule)
@@ -344,13 +354,53 @@ def store_name(cache: q.ResultsCache) -> str:
 
 
 def first_view(cache: q.ResultsCache, memo: Memo, metric: str, rule: str, notes: dict) -> tuple:
-    """The table (columns, rows, the selected rows) and every chart of the page as it opens."""
+    """The table (columns, its first page, the selection) and every chart of the page as it opens."""
     view = view_of(cache, memo, metric, rule)
     columns = table_columns(view)
-    rows = table_rows(view, columns, notes)
-    keep = set(default_selection(view)) or {r["id"] for r in rows[:DEFAULT_SELECTED]}
-    selected = [i for i, r in enumerate(rows) if r["id"] in keep]
-    return columns, rows, selected, chart_values(cache, memo, [rows[i]["id"] for i in selected], metric, rule)
+    selection = initial_selection(view, shown_frame(cache, memo, view, columns, notes))
+    page = table_page(cache, memo, metric, rule, 0, [], "", selection, notes)
+    return columns, page, selection, chart_values(cache, memo, selection, metric, rule)
+
+
+def initial_selection(view: View, frame: pd.DataFrame) -> list[str]:
+    """The best groups' trials (every seed; else the first rows), in the table's order."""
+    keep = set(default_selection(view)) or set(frame["trial_id"].head(DEFAULT_SELECTED))
+    return [t for t in frame["trial_id"] if t in keep]
+
+
+def shown_frame(cache: q.ResultsCache, memo: Memo, view: View, columns: list[dict], notes: dict) -> pd.DataFrame:
+    """``table_frame``, made once per store version, metric, rule and notes."""
+    key = ("table", id(cache), cache.version, view.metric, view.budget.rule, repr(sorted(notes.items())))
+    return memo.get(key, lambda: table_frame(view, columns, notes))[1]
+
+
+def table_page(cache: q.ResultsCache, memo: Memo, metric: str, rule: str, page: int | None, sort_by: list | None,
+               filter_query: str | None, selection: list[str], notes: dict | None = None) -> dict:
+    """One page of the table, filtered and sorted (ties: best by the metric first), with the selection ticked:
+    the DataTable properties to set, and a line saying how many trials match (and why a filter was not applied)."""
+    view = view_of(cache, memo, metric, rule)
+    frame = shown_frame(cache, memo, view, table_columns(view), cache.notes() if notes is None else notes)
+    problem = ""
+    try:
+        shown = tb.filter_frame(frame, filter_query)
+    except ValueError as exc:
+        shown, problem = frame, f" · {exc} (filter not applied)"
+    part, page = tb.page_of(tb.sort_frame(shown, sort_by), page)
+    rows = tb.records(part)
+    chosen = set(selection or [])
+    ticked = [i for i, r in enumerate(rows) if r["id"] in chosen]
+    matched = f"{len(shown):,} of {len(frame):,} trials" if len(shown) < len(frame) else f"{len(frame):,} trials"
+    return {"data": rows, "page_count": tb.page_count(len(shown)), "page_current": page, "selected_rows": ticked,
+            "selected_row_ids": [rows[i]["id"] for i in ticked],
+            "note": f"{matched}, {tb.PAGE_SIZE} a page{problem}"}
+
+
+def selected_note(selection: list[str] | None) -> str:
+    """How many trials are ticked, on every page (kept in the browser by a clientside copy of this)."""
+    return f" · {len(selection or [])} selected (they drive the charts below)"
+
+
+SELECTED_NOTE_JS = "function(s) { return ' · ' + (s || []).length + ' selected (they drive the charts below)'; }"
 
 
 def build_layout(caches: list[q.ResultsCache], memo: Memo, refresh_s: float = 5.0, skeleton: bool = False) -> html.Div:
@@ -360,23 +410,23 @@ def build_layout(caches: list[q.ResultsCache], memo: Memo, refresh_s: float = 5.
     changes. ``skeleton``: the same components without data (Dash's callback validation layout).
     """
     cache = caches[0]
-    if not skeleton:
-        cache.refresh(max_age_s=1.0)
+    if not skeleton:  # listing a big store's folders takes a while: at most once a refresh period, ticks included
+        cache.refresh(max_age_s=refresh_s)
     metrics, _ = cache.objective()
     metric = metrics[0] if metrics[0] in q.METRICS else "acc"
     rule = "final"
     start: dict = {}
     if skeleton:
-        columns, rows, selected = [], [], []
+        columns, page, selection = [], {}, []
     else:  # the first view is the same for every visitor until the store (or a note) changes: made once
         notes = cache.notes()
         key = ("first view", id(cache), cache.version, metric, rule, repr(sorted(notes.items())))
         kind, value = memo.get(key, lambda: first_view(cache, memo, metric, rule, notes))
         if kind == "error":
             raise ValueError(value)
-        columns, rows, selected, start = value
+        columns, page, selection, start = value
     hidden = {"display": "none"}
-    stores = _stores_section(caches, memo, metric, rule) if len(caches) > 1 and not skeleton else \
+    stores = _stores_section(caches, memo, metric, rule, refresh_s) if len(caches) > 1 and not skeleton else \
         html.Div(id="stores", style=hidden)
     return html.Div([
         html.Div([html.H2(f"hybridlt sweep: {store_name(cache)}", style={"margin": "0"}),
@@ -385,7 +435,7 @@ def build_layout(caches: list[q.ResultsCache], memo: Memo, refresh_s: float = 5.
         html.Div(cache.message, id="banner", style=_banner_style(cache.message)),
         _controls(metric, rule),
         stores,
-        _section("Trials", _trials_table(columns, rows, selected),
+        _section("Trials", _trials_table(columns, page), _table_notes(page, selection),
                  note="Accuracies in %. Sort and filter the columns (e.g. > 90 or psc); tick rows to drive the "
                       "charts below (a group's seeds are ticked together by default)."),
         _section("Head / medium / tail", _graph("groups", start, 400)),
@@ -403,25 +453,44 @@ def build_layout(caches: list[q.ResultsCache], memo: Memo, refresh_s: float = 5.
         _config_section(start),
         dcc.Interval(id="tick", interval=int(1000 * refresh_s), n_intervals=0),
         dcc.Store(id="version", data=cache.version),
+        dcc.Store(id="selection", data=selection),
+        dcc.Store(id="table-key", data=table_key(page.get("page_current", 0), [], "")),
+        dcc.Store(id="notes-saved", data=0),
     ], style={"fontFamily": "system-ui, sans-serif", "background": "#f5f6f8", "padding": "12px 20px"})
 
 
 # ---- what the callbacks return ----------------------------------------------------------------------
-def refresh_outputs(cache: q.ResultsCache, memo: Memo, version: int | None, selected_ids: list[str] | None,
-                    metric: str, rule: str, metric_changed: bool = False) -> tuple:
-    """After a tick: new table rows, columns and selection when the store changed (or the metric, which orders
-    the table); the status line always."""
+def refresh_outputs(cache: q.ResultsCache, memo: Memo, version: int | None, selection: list[str] | None,
+                    metric: str, rule: str) -> tuple:
+    """After a tick: the version, table columns and selection (the reader's, else the best groups') when the
+    store changed; the status line always. The table's page follows the version (``table_page``)."""
     cache.refresh()
     trials = cache.trials()
-    if cache.version == version and not metric_changed:
-        return (no_update,) * 5 + (status_line(cache, trials), no_update, no_update)
+    if cache.version == version:
+        return (no_update,) * 3 + (status_line(cache, trials), no_update, no_update)
     view = view_of(cache, memo, metric, rule)
     columns = table_columns(view)
-    rows = table_rows(view, columns, cache.notes())
-    keep = set(selected_ids or []) or set(default_selection(view))
-    selected = [i for i, r in enumerate(rows) if r["id"] in keep]
-    return (cache.version, rows, columns, selected, [rows[i]["id"] for i in selected],
-            status_line(cache, trials), cache.message, _banner_style(cache.message))
+    kept = [t for t in selection or [] if t in view.labels.index]
+    if not kept:
+        kept = initial_selection(view, shown_frame(cache, memo, view, columns, cache.notes()))
+    return (cache.version, columns, kept, status_line(cache, trials), cache.message, _banner_style(cache.message))
+
+
+def table_key(page: int | None, sort_by: list | None, filter_query: str | None) -> list:
+    """What a page of the table was cut for: the selection callback ignores the table's own clearing of its
+    ticks while a new page is on its way (DataTable clears them when the page, sort or filter changes)."""
+    return [int(page or 0), sort_by or [], filter_query or ""]
+
+
+def selection_after_ticks(selection: list[str] | None, rows: list[dict] | None, ticked: list[str] | None,
+                          key: list, shown_key: list) -> list[str] | object:
+    """The selection after the reader ticked or unticked rows of the page shown (``no_update`` when it is the
+    same, or when the ticks are the table clearing itself for a page not yet arrived: ``key != shown_key``)."""
+    if key != shown_key:
+        return no_update
+    selection = list(selection or [])
+    merged = tb.merge_selection(selection, [r["id"] for r in rows or []], list(ticked or []))
+    return no_update if merged == selection else merged
 
 
 def selection_figures(cache: q.ResultsCache, memo: Memo, selected: list[str], metric: str, rule: str) -> tuple:
@@ -599,17 +668,10 @@ CHOICE_OUTPUTS = ("paired-ref", "diag-trial", "diff-a", "diff-b", "config-trial"
 
 def register_callbacks(app: Dash, cache: q.ResultsCache, memo: Memo) -> None:
     """Wire the table, the metric, the budget rule and the refresh tick to the charts (drawn with the page)."""
-    sel = Input("trials", "selected_row_ids")
+    sel = Input("selection", "data")
     ver, met, bud = Input("version", "data"), Input("metric", "value"), Input("budget", "value")
     later = {"prevent_initial_call": True}
-
-    @app.callback(Output("version", "data"), Output("trials", "data"), Output("trials", "columns"),
-                  Output("trials", "selected_rows"), Output("trials", "selected_row_ids"),
-                  Output("status", "children"), Output("banner", "children"), Output("banner", "style"),
-                  Input("tick", "n_intervals"), met, bud, State("version", "data"),
-                  State("trials", "selected_row_ids"), prevent_initial_call=True)
-    def refresh(_, metric, rule, version, ids):
-        return refresh_outputs(cache, memo, version, ids, metric, rule, metric_changed=ctx.triggered_id != "tick")
+    register_table_callbacks(app, cache, memo)
 
     app.callback(Output("groups", "figure"), Output("heatmap", "figure"), Output("class-rank", "figure"),
                  Output("curves", "figure"), Output("losses", "figure"), ver, sel, met, bud, **later)(
@@ -642,19 +704,16 @@ def register_callbacks(app: Dash, cache: q.ResultsCache, memo: Memo) -> None:
         note = cache.notes().get(trial_id or "", {})
         return note.get("note", ""), ", ".join(note.get("tags", []))
 
-    @app.callback(Output("note-status", "children"), Output("trials", "data", allow_duplicate=True),
-                  Input("note-save", "n_clicks"), State("note-trial", "value"), State("note-text", "value"),
-                  State("note-tags", "value"), State("metric", "value"), State("budget", "value"), **later)
-    def save_note(_, trial_id, text, tags, metric, rule):
+    @app.callback(Output("note-status", "children"), Output("notes-saved", "data"), Input("note-save", "n_clicks"),
+                  State("note-trial", "value"), State("note-text", "value"), State("note-tags", "value"), **later)
+    def save_note(clicks, trial_id, text, tags):
         if not trial_id:
             return "pick a trial first", no_update
         try:
             write_note(cache.root, trial_id, text or "", (tags or "").split(","))
         except (StoreError, OSError) as exc:
             return f"not saved: {exc}", no_update
-        view = view_of(cache, memo, metric, rule)
-        return (f"saved {time.strftime('%H:%M:%S')} to notes/{trial_id}.json",
-                table_rows(view, table_columns(view), cache.notes()))
+        return f"saved {time.strftime('%H:%M:%S')} to notes/{trial_id}.json", clicks  # the table shows it
 
     app.callback(Output("diff-text", "children"), Input("diff-a", "value"), Input("diff-b", "value"), **later)(
         lambda a, b: diff_text(cache, a, b))
@@ -667,6 +726,41 @@ def register_callbacks(app: Dash, cache: q.ResultsCache, memo: Memo) -> None:
         if not trial_id:
             return no_update
         return dcc.send_string(config_yaml(cache, memo, trial_id, metric), filename=f"{trial_id}-best.yaml")
+
+
+TABLE_PAGE = ("data", "page_count", "page_current", "selected_rows", "selected_row_ids")
+RESET_PAGE = {"trials.sort_by", "trials.filter_query", "metric.value", "budget.value"}
+
+
+def register_table_callbacks(app: Dash, cache: q.ResultsCache, memo: Memo) -> None:
+    """The refresh tick, the table's pages (cut by the server) and the selection (ticks merged across pages)."""
+    later = {"prevent_initial_call": True}
+    table = [State("trials", "page_current"), State("trials", "sort_by"), State("trials", "filter_query")]
+
+    @app.callback(Output("version", "data"), Output("trials", "columns"), Output("selection", "data"),
+                  Output("status", "children"), Output("banner", "children"), Output("banner", "style"),
+                  Input("tick", "n_intervals"), State("version", "data"), State("selection", "data"),
+                  State("metric", "value"), State("budget", "value"), **later)
+    def refresh(_, version, selection, metric, rule):
+        return refresh_outputs(cache, memo, version, selection, metric, rule)
+
+    @app.callback(*[Output("trials", p) for p in TABLE_PAGE], Output("table-key", "data"),
+                  Output("table-note", "children"), Input("trials", "page_current"), Input("trials", "sort_by"),
+                  Input("trials", "filter_query"), Input("version", "data"), Input("metric", "value"),
+                  Input("budget", "value"), Input("notes-saved", "data"), State("selection", "data"), **later)
+    def page(page, sort_by, filter_query, _, metric, rule, _saved, selection):
+        if RESET_PAGE & set(ctx.triggered_prop_ids):
+            page = 0  # a new order or filter starts at its first page; a new version keeps the reader's page
+        out = table_page(cache, memo, metric, rule, page, sort_by, filter_query, selection)
+        return (*[out[p] for p in TABLE_PAGE], table_key(out["page_current"], sort_by, filter_query), out["note"])
+
+    app.clientside_callback(SELECTED_NOTE_JS, Output("selected-note", "children"), Input("selection", "data"),
+                            **later)
+
+    @app.callback(Output("selection", "data", allow_duplicate=True), Input("trials", "selected_row_ids"),
+                  State("trials", "data"), *table, State("table-key", "data"), State("selection", "data"), **later)
+    def select(ticked, rows, page, sort_by, filter_query, shown, selection):
+        return selection_after_ticks(selection, rows, ticked, table_key(page, sort_by, filter_query), shown)
 
 
 def config_yaml(cache: q.ResultsCache, memo: Memo, trial_id: str | None, metric: str) -> str:

@@ -13,6 +13,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative, sample_colorscale
 from plotly.subplots import make_subplots
 
+from hybridlt.dashboards import dense
 from hybridlt.dashboards.queries import ClassMatrix
 from hybridlt.sweep.metrics import ACCURACY_METRICS, METRICS
 
@@ -168,17 +169,24 @@ def parallel_figure(trials: pd.DataFrame, params: list[str], metric: str, intera
     with brushing on the axes, which costs ~1.5 s to draw in a browser without a GPU.
     """
     col = f"final_{metric}"
-    rows = trials[trials[col].notna()].sort_values(col, kind="stable")
+    rows = trials[trials[col].notna()].sort_values(col, kind="stable").reset_index(drop=True)
     if rows.empty or not params:
         return empty_figure("no parameters vary, or no trial reported " + metric)
     dims = _parallel_dims(rows, params, col, metric)
+    drawn = f"{len(rows):,} trials"
     if interactive:
         fig = go.Figure(go.Parcoords(line={"color": rows[col], "colorscale": "Viridis", "showscale": True,
                                            "colorbar": {"title": {"text": metric}}}, dimensions=dims,
                                      labelangle=-12, labelfont={"size": 12}))
     else:
+        if len(rows) > dense.LINES_MAX:  # the axes' ranges stay those of every trial
+            keep = np.sort(dense.best_and_spread(rows, col, dense.LINES_MAX, dense.LINES_MAX // 4).index)
+            dims = [{**d, "values": np.asarray(d["values"])[keep]} for d in dims]
+            drawn = (f"{len(keep):,} of {len(rows):,} trials drawn: the best {dense.LINES_MAX // 4} and an even "
+                     "spread of the rest by the metric; 'interactive' draws all")
+            rows = rows.iloc[keep]
         fig = _parallel_lines(rows, dims, col, metric)
-    title = f"Parameters vs {METRIC_LABELS.get(metric, metric)} % ({len(rows)} trials)<br><sup>{note}</sup>"
+    title = f"Parameters vs {METRIC_LABELS.get(metric, metric)} % ({drawn})<br><sup>{note}</sup>"
     return _layout(fig, title, 420, margin={"l": 70, "r": 40, "t": 90, "b": 30})
 
 
@@ -191,9 +199,11 @@ def _normalised(d: dict) -> np.ndarray:
 def _parallel_lines(rows: pd.DataFrame, dims: list[dict], col: str, metric: str, bins: int = 10) -> go.Figure:
     """Static parallel coordinates: one polyline per trial, in ``bins`` colour groups of the objective.
 
-    Hovering a vertex names its trial; ticks are one text trace (cheaper to draw than annotations).
+    Hovering a vertex names its trial (above 200 lines, a vertex on the objective's axis: the names are sent
+    once, not at every vertex); ticks are one text trace (cheaper to draw than annotations).
     """
     k = len(dims)
+    named = len(rows) <= 200
     ys = np.column_stack([_normalised(d) for d in dims])
     group = np.minimum((ys[:, -1] * bins).astype(int), bins - 1)
     ids = rows["trial_id"].astype(str).to_numpy()
@@ -203,10 +213,15 @@ def _parallel_lines(rows: pd.DataFrame, dims: list[dict], col: str, metric: str,
         part = ys[group == b]
         y = np.column_stack([part, np.full(len(part), np.nan)]).ravel().astype(np.float32)
         x = np.tile(np.r_[np.arange(k), np.nan], len(part)).astype(np.float32)
-        text = np.repeat(ids[group == b], k + 1)
         color = sample_colorscale("Viridis", [(b + 0.5) / bins])[0]
+        hover = {"text": np.repeat(ids[group == b], k + 1), "hovertemplate": "%{text}<extra></extra>"} if named \
+            else {"hoverinfo": "skip"}
         fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line={"color": color, "width": 1}, opacity=opacity,
-                                 text=text, hovertemplate="%{text}<extra></extra>", showlegend=False))
+                                 showlegend=False, **hover))
+    if not named:
+        fig.add_trace(go.Scatter(x=np.full(len(ys), k - 1, np.float32), y=ys[:, -1].astype(np.float32), text=ids,
+                                 mode="markers", marker={"size": 4, "color": "rgba(0,0,0,0)"}, showlegend=False,
+                                 hovertemplate="%{text}<extra></extra>"))
     lo, hi = float(rows[col].min()), float(rows[col].max())
     fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", showlegend=False, hoverinfo="skip",
                              marker={"color": [lo], "cmin": lo, "cmax": hi, "colorscale": "Viridis",
@@ -245,10 +260,26 @@ def importance_figure(importances: dict[str, float], evaluator: str, metric: str
     return _layout(fig, title, 170 + 45 * len(items), margin={"l": 60, "r": 20, "t": 70, "b": 80})
 
 
+def _density_trace(d: dense.Density, what: str, hover_x: str = "%{x}") -> go.Heatmap:
+    """Counts of trials in bins, pale, under the marks of the best (no colour bar: the marks carry the colour)."""
+    return go.Heatmap(x=d.x, y=d.y, z=d.z, colorscale=[[0, "#e6ecf5"], [1, "#5b7bb0"]], showscale=False,
+                      hoverongaps=False, hovertemplate=f"%{{z}} {what}<br>{hover_x}, %{{y:.1f}}%<extra></extra>")
+
+
+def _slice_marks(rows: pd.DataFrame, p: str, col: str, numeric: bool, color: str, symbol: str, hover: str
+                 ) -> go.Scatter:
+    x = rows[p] if numeric else rows[p].astype(str)
+    return go.Scatter(x=x, y=rows[col], mode="markers", showlegend=False, text=rows["trial_id"],
+                      marker={"size": 6, "opacity": 0.6 if symbol == "circle" else 1, "color": color,
+                              "symbol": symbol},
+                      hovertemplate=f"%{{text}}{hover}<br>{label(p)} %{{x}}<br>%{{y:.1f}}%<extra></extra>")
+
+
 def slice_figure(trials: pd.DataFrame, params: list[str], metric: str, cols: int = 5,
                  stopped: pd.DataFrame | None = None, note: str = "") -> go.Figure:
     """One scatter per parameter: its value against the objective (%); log axes for wide positive ranges.
-    ``stopped``: trials shown grey × beside the scored ones, not part of the comparison."""
+    ``stopped``: trials shown grey × beside the scored ones, not part of the comparison. Above
+    ``dense.POINTS_MAX`` trials a panel draws them as a density (counts per bin) and the best as points."""
     col = f"final_{metric}"
     rows = trials[trials[col].notna()]
     stopped = stopped[stopped[col].notna()] if stopped is not None else None
@@ -258,32 +289,38 @@ def slice_figure(trials: pd.DataFrame, params: list[str], metric: str, cols: int
     ncols = math.ceil(len(params) / nrows)
     fig = make_subplots(rows=nrows, cols=ncols, shared_yaxes=True, horizontal_spacing=0.04, vertical_spacing=0.2,
                         subplot_titles=[label(p) for p in params])
+    many = len(rows) > dense.POINTS_MAX
     for i, p in enumerate(params):
         r, c = divmod(i, ncols)
         sub = rows[rows[p].notna()]
-        x = sub[p] if is_numeric(sub[p]) else sub[p].astype(str)
-        fig.add_trace(go.Scatter(x=x, y=sub[col], mode="markers", showlegend=False, text=sub["trial_id"],
-                                 marker={"size": 6, "opacity": 0.6, "color": "#1f77b4"},
-                                 hovertemplate=f"%{{text}}<br>{label(p)} %{{x}}<br>{metric} %{{y:.1f}}%"
-                                               "<extra></extra>"),
-                      row=r + 1, col=c + 1)
+        numeric, log = is_numeric(sub[p]), is_numeric(sub[p]) and _is_log(sub[p])
+        if many:
+            fig.add_trace(_density_trace(dense.density(sub[p], sub[col], log, not numeric), "trials (scored)"),
+                          row=r + 1, col=c + 1)
+            sub = dense.best_and_spread(sub, col, dense.BEST_MARKS, dense.BEST_MARKS)
+        fig.add_trace(_slice_marks(sub, p, col, numeric, "#1f77b4", "circle", ""), row=r + 1, col=c + 1)
         if stopped is not None and len(stopped) and p in stopped:
-            part = stopped[stopped[p].notna()]
-            xs = part[p] if is_numeric(sub[p]) else part[p].astype(str)
-            fig.add_trace(go.Scatter(x=xs, y=part[col], mode="markers", showlegend=False, text=part["trial_id"],
-                                     marker={"size": 6, "symbol": "x", "color": "#9aa5b1"},
-                                     hovertemplate="%{text} (stopped early, not scored)<br>%{x}: %{y:.1f}%"
-                                                   "<extra></extra>"), row=r + 1, col=c + 1)
-        if is_numeric(sub[p]) and _is_log(sub[p]):
+            part = dense.best_and_spread(stopped[stopped[p].notna()], col, dense.OTHER_MARKS, 0)
+            fig.add_trace(_slice_marks(part, p, col, numeric, "#9aa5b1", "x", " (stopped early, not scored)"),
+                          row=r + 1, col=c + 1)
+        if log:
             fig.update_xaxes(type="log", row=r + 1, col=c + 1)
         elif pd.api.types.is_integer_dtype(sub[p]) and sub[p].max() - sub[p].min() <= 10:
             fig.update_xaxes(dtick=1, row=r + 1, col=c + 1)
-        elif not is_numeric(sub[p]):
+        elif not numeric:
             fig.update_xaxes(type="category", categoryorder="category ascending", row=r + 1, col=c + 1)
     fig.update_yaxes(title_text=f"{metric} %", col=1)
     fig.update_annotations(font_size=12)
-    return _layout(fig, f"Slices: each parameter vs {METRIC_LABELS.get(metric, metric)} %<br><sup>{note}</sup>",
-                   270 * nrows + 80, margin={"l": 60, "r": 20, "t": 80, "b": 45})
+    drawn = ""
+    if many or (stopped is not None and len(stopped) > dense.OTHER_MARKS):
+        drawn = (f"<br><sup>{len(rows):,} scored trials" + (f" as a density (shade: trials per bin), the best "
+                                                            f"{dense.BEST_MARKS} as points" if many else "")
+                 + (f"; {min(len(stopped), dense.OTHER_MARKS)} of {len(stopped):,} stopped early ×, spread by "
+                    "the metric" if stopped is not None and len(stopped) > dense.OTHER_MARKS else "")
+                 + "</sup>")
+    return _layout(fig, f"Slices: each parameter vs {METRIC_LABELS.get(metric, metric)} %<br><sup>{note}</sup>"
+                        + drawn, 270 * nrows + 80 + (20 if drawn else 0),
+                   margin={"l": 60, "r": 20, "t": 80 + (20 if drawn else 0), "b": 45})
 
 
 def pareto_figure(points: pd.DataFrame, x_metric: str, y_metric: str) -> go.Figure:
@@ -449,24 +486,47 @@ def posthoc_figure(row: dict) -> go.Figure:
                    legend={"orientation": "h", "y": -0.2})
 
 
+HISTORY_STYLES = (("completed", {"color": "#1f77b4", "symbol": "circle"}),
+                  ("stopped_early", {"color": "#9aa5b1", "symbol": "x"}),
+                  ("failed", {"color": "#d62728", "symbol": "x-thin-open"}),
+                  ("interrupted", {"color": "#ff9f1c", "symbol": "diamond-open"}),
+                  ("running", {"color": "#2ca02c", "symbol": "circle-open"}))
+
+
 def history_figure(hist: pd.DataFrame, metric: str) -> go.Figure:
-    """The objective by trial start, the best so far over completed trials; stopped trials marked ×."""
+    """The objective by trial start, the best so far over completed trials; stopped trials marked ×.
+    Above ``dense.POINTS_MAX`` trials the completed ones are a density with the records (each new best) as
+    points, and each other status at most ``dense.OTHER_MARKS`` marks spread by the metric."""
     if hist.empty:
         return empty_figure("no finished trial yet")
     fig = go.Figure()
-    for status, style in (("completed", {"color": "#1f77b4", "symbol": "circle"}),
-                          ("stopped_early", {"color": "#9aa5b1", "symbol": "x"}),
-                          ("failed", {"color": "#d62728", "symbol": "x-thin-open"}),
-                          ("interrupted", {"color": "#ff9f1c", "symbol": "diamond-open"}),
-                          ("running", {"color": "#2ca02c", "symbol": "circle-open"})):
+    many = len(hist) > dense.POINTS_MAX
+    best = hist["best"].to_numpy(dtype=float)
+    changed = np.r_[True, best[1:] != best[:-1]] & ~np.isnan(best)
+    records = hist[changed | (np.arange(len(hist)) == len(hist) - 1)]  # the step line is exact on these
+    cut = []
+    for status, style in HISTORY_STYLES:
         rows = hist[hist["status"] == status]
         if rows.empty:
             continue
+        if many and status == "completed":
+            fig.add_trace(_density_trace(dense.density(rows["order"], 100 * rows["value"]), "completed trials",
+                                         "trials #%{x:.0f}"))
+            rows = hist[changed & (hist["status"] == "completed")]
+        elif many and len(rows) > dense.OTHER_MARKS:
+            cut.append(f"{dense.OTHER_MARKS} of {len(rows):,} {status.replace('_', ' ')}")
+            rows = dense.best_and_spread(rows, "value", dense.OTHER_MARKS, 0).sort_values("order")
         fig.add_trace(go.Scatter(x=rows["order"], y=100 * rows["value"], mode="markers",
-                                 name=status.replace("_", " "), text=rows["trial_id"], marker={"size": 7, **style},
+                                 name=status.replace("_", " ") + (" (new best)" if many and status == "completed"
+                                                                  else ""),
+                                 text=rows["trial_id"], marker={"size": 7, **style},
                                  hovertemplate="%{text}<br>trial #%{x}: %{y:.1f}%<extra></extra>"))
-    fig.add_trace(go.Scatter(x=hist["order"], y=100 * hist["best"], mode="lines", name="best so far (completed)",
+    fig.add_trace(go.Scatter(x=records["order"], y=100 * records["best"], mode="lines", name="best so far (completed)",
                              line={"color": "#d62728", "shape": "hv"}, hoverinfo="skip"))
     fig.update_xaxes(title_text="trial, in the order it started")
     fig.update_yaxes(title_text=f"final {METRIC_LABELS.get(metric, metric)} %")
-    return _layout(fig, "History: objective by trial start", 340, legend={"orientation": "h", "y": -0.25})
+    title = "History: objective by trial start"
+    if many:
+        title += (f"<br><sup>{len(hist):,} trials: completed ones as a density (shade: trials per bin), each new best "
+                  "as a point" + ("; " + ", ".join(cut) + " shown, spread by the metric" if cut else "") + "</sup>")
+    return _layout(fig, title, 340 + (20 if many else 0), legend={"orientation": "h", "y": -0.25})

@@ -8,6 +8,7 @@ the head/tail charts have something to show.
 
 from __future__ import annotations
 
+import copy
 import math
 import multiprocessing
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ DEFAULT_SPACE: dict[str, dict] = {
     "sampler.positives": {"int": [1, 4]},
 }
 MANY_ABOVE, FEW_BELOW, TEST_PER_CLASS = 100, 20, 50
+DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml's: a 10,000-trial store's configs in seconds
 
 
 @dataclass
@@ -176,7 +178,7 @@ def _trial_row(trial: SyntheticTrial, base: dict, n_epochs: int) -> dict:
     """The ``trials`` row: final and best metrics from the epoch rows, and a valid resolved config."""
     last = trial.rows[-1]
     best = max(trial.rows, key=lambda r: r["acc"])
-    config = yaml.safe_load(yaml.safe_dump(base))
+    config = copy.deepcopy(base)
     for path, value in trial.params.items():
         if path == "variant":
             config["name"] = f"synthetic-{value}"
@@ -188,7 +190,7 @@ def _trial_row(trial: SyntheticTrial, base: dict, n_epochs: int) -> dict:
         node[leaf] = value
     row = {"trial_id": trial.trial_id, "status": trial.status, "epochs_done": trial.epochs_done,
            "epochs_planned": n_epochs, "wall_time_s": 1.1 * trial.epochs_done, "best_epoch": best["epoch"],
-           "config_yaml": yaml.safe_dump(config, sort_keys=False)}
+           "config_yaml": yaml.dump(config, Dumper=DUMPER, sort_keys=False)}
     for m in GROUP_METRICS:
         row[f"final_{m}"] = last[m]
         row[f"best_{m}"] = max((r[m] for r in trial.rows if r[m] is not None), default=None)

@@ -51,6 +51,8 @@ def test_layout_renders_with_the_table_filled_and_the_best_groups_selected(built
     table = find(layout, "trials")
     assert [r["trial_id"] for r in table.data] == ["t2", "t1", "t3"]
     assert table.selected_row_ids == ["t2", "t1"]  # t3 stopped early: shown, not selected by default
+    assert find(layout, "selection").data == ["t2", "t1"] and table.page_action == "custom"
+    assert "3 trials" in find(layout, "table-note").children and "2 selected" in find(layout, "selected-note").children
     assert table.data[0]["final_acc"] == pytest.approx(65.0)  # percent: (0.4 + 0.6 + 1.0 + 0.6) / 4
     assert {"trial_id", "param.loss.temperature", "final_acc", "notes"} <= {c["id"] for c in table.columns}
     assert [c["id"] for c in table.columns][3:6] == ["final_acc", "final_many_acc", "final_medium_acc"]
@@ -105,22 +107,22 @@ def test_switching_the_metric_reorders_the_table_and_changes_the_charts(built):
     by_few = A.parallel_figure(cache, memo, "few_acc", "final", "interactive")
     assert list(by_acc.data[0].line.color) != list(by_few.data[0].line.color)
     assert "few-shot" in A.selection_figures(cache, memo, [], "few_acc", "final")[1].layout.title.text
-    out = A.refresh_outputs(cache, memo, cache.version, ["t1"], "few_acc", "final", metric_changed=True)
-    rows = out[1]
-    few = [r["final_few_acc"] for r in rows]
-    assert few == sorted(few, reverse=True) and out[4] == ["t1"]
+    out = A.table_page(cache, memo, "few_acc", "final", 0, [], "", ["t1"])
+    few = [r["final_few_acc"] for r in out["data"]]
+    assert few == sorted(few, reverse=True) and out["selected_row_ids"] == ["t1"]
+    assert [out["data"][i]["id"] for i in out["selected_rows"]] == ["t1"]
 
 
 def test_refresh_brings_new_trials_and_keeps_the_selection(built):
     _, (cache,) = built
     memo = A.Memo()
     unchanged = A.refresh_outputs(cache, memo, cache.version, ["t1"], "acc", "final")
-    assert unchanged[0] is A.no_update and "3 trials" in unchanged[5]
+    assert unchanged[0] is A.no_update and "3 trials" in unchanged[3]
     write_known_trial(cache.root, "t9", {"loss.temperature": 0.3, "loss.contrastive": "psc"}, [[1.0] * 4, [1.0] * 4])
-    version, rows, columns, selected, selected_ids, status, *_ = A.refresh_outputs(cache, memo, 1, ["t1"], "acc",
-                                                                                     "final")
-    assert version == 2 and rows[0]["trial_id"] == "t9" and "4 trials" in status
-    assert selected_ids == ["t1"] and rows[selected[0]]["trial_id"] == "t1"
+    version, columns, selection, status, *_ = A.refresh_outputs(cache, memo, 1, ["t1"], "acc", "final")
+    assert version == 2 and "4 trials" in status and selection == ["t1"]
+    page = A.table_page(cache, memo, "acc", "final", 0, [], "", selection)
+    assert page["data"][0]["trial_id"] == "t9" and page["data"][page["selected_rows"][0]]["trial_id"] == "t1"
 
 
 def test_a_note_is_saved_in_the_store_and_shown_in_the_table(built):
@@ -164,7 +166,9 @@ def test_an_empty_store_shows_a_message_not_a_traceback(tmp_path):
                 A.parallel_figure(cache, memo, "acc", "final"), A.driver_figures(cache, memo, "acc", "final")[0]):
         assert isinstance(fig, go.Figure) and len(fig.data) == 0
     known_store(tmp_path / "results")
-    assert A.refresh_outputs(cache, memo, 0, [], "acc", "final")[1][0]["trial_id"] == "t2"  # the store fills in
+    selection = A.refresh_outputs(cache, memo, 0, [], "acc", "final")[2]  # the store fills in
+    assert selection == ["t2", "t1"] and A.table_page(cache, memo, "acc", "final", 0, [], "", selection)["data"][0][
+        "trial_id"] == "t2"
 
 
 def test_a_path_that_does_not_exist_is_an_error(tmp_path, capsys):

@@ -178,3 +178,61 @@ def test_ablation_seeds_paired_view_note_after_reload_and_two_stores(tmp_path):
     finally:
         srv.shutdown()
         thread.join(5)
+
+
+def test_paged_table_keeps_ticks_across_pages_filters_and_sorts_on_the_server(tmp_path):
+    """40 trials: 4 pages of 12 cut by the server; a tick on page 2 survives going back to page 1; a filter and
+    a sort are applied to every trial, not to the page shown."""
+    store = write_synthetic_store(tmp_path / "many", n_trials=40, n_classes=6, n_epochs=2)
+    srv, thread = _serve(store.path)
+    url = f"http://127.0.0.1:{srv.server_port}/"
+    note = "() => document.querySelector('#table-note').parentElement.textContent"
+    checked = "() => Array.from(document.querySelectorAll('#trials input[type=checkbox]')).map(b => b.checked)"
+    first_id = "() => document.querySelector('#trials td[data-dash-column=trial_id]').textContent"
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            errors = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(url)
+            page.wait_for_function(RENDERED, arg=list(GRAPHS), timeout=60_000)
+            assert "40 trials, 12 a page" in page.evaluate(note) and "5 selected" in page.evaluate(note)
+            assert len(page.locator("#trials td[data-dash-column=trial_id]").all()) == 12
+            assert page.evaluate(checked) == [True] * 5 + [False] * 7  # the best 5, best first
+            top = page.evaluate(first_id)
+            page.click("#trials button.next-page")
+            page.wait_for_function(f"() => ({first_id})() !== '{top}'")
+            assert page.evaluate(checked) == [False] * 12
+            page.locator("#trials input[type=checkbox]").first.click()
+            page.wait_for_function(f"() => ({note})().includes('6 selected')")
+            page.wait_for_function("() => document.querySelector('#groups .js-plotly-plot').data[0].x.length === 6")
+            page.click("#trials button.previous-page")
+            page.wait_for_function(f"() => ({first_id})() === '{top}'")
+            page.wait_for_timeout(500)  # any late clearing of ticks would show here
+            assert page.evaluate(checked) == [True] * 5 + [False] * 7 and "6 selected" in page.evaluate(note)
+
+            cell = page.locator("#trials th.dash-filter[data-dash-column=final_acc] input[type=text]").first
+            cell.fill("< 50")
+            cell.press("Enter")
+            page.wait_for_function(f"() => ({note})().includes(' of 40 trials')")
+            shown = page.evaluate("() => Array.from(document.querySelectorAll("
+                                  "'#trials td[data-dash-column=final_acc]')).map(c => parseFloat(c.textContent))")
+            assert shown and all(v < 50 for v in shown)
+            page.locator("#trials th[data-dash-column=final_acc] .column-header--sort").first.click()
+            page.wait_for_timeout(300)
+            page.wait_for_function("() => { const v = Array.from(document.querySelectorAll("
+                                   "'#trials td[data-dash-column=final_acc]')).map(c => parseFloat(c.textContent));"
+                                   " return v.every((x, i) => i === 0 || v[i - 1] <= x); }")
+            text = page.locator('#trials th.dash-filter[data-dash-column="param.loss.contrastive"] '
+                                'input[type=text]').first
+            text.fill("PSC")  # a text column: contains, any case (mpsc and psc)
+            text.press("Enter")
+            page.wait_for_function("() => Array.from(document.querySelectorAll("
+                                   "'#trials td[data-dash-column=\"param.loss.contrastive\"]'))"
+                                   ".every(c => c.textContent.includes('psc'))")
+            assert "6 selected" in page.evaluate(note) and not errors, errors
+            browser.close()
+    finally:
+        srv.shutdown()
+        thread.join(5)

@@ -7,7 +7,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
+from hybridlt.dashboards import dense
 from hybridlt.dashboards import figures as fg
+from hybridlt.dashboards import groups as gr
 from hybridlt.dashboards import queries as q
 
 
@@ -123,3 +125,49 @@ def test_learning_curves_four_panels_one_legend_entry_per_trial():
 def test_empty_inputs_give_a_chart_that_says_why(call):
     fig = call()
     assert len(fig.data) == 0 and fig.layout.annotations[0].text
+
+
+# ---- many trials: densities and the best as marks (dashboards.dense) ------------------------------
+@pytest.fixture
+def many():
+    rng = np.random.default_rng(0)
+    n = dense.POINTS_MAX + 500
+    return pd.DataFrame({"trial_id": [f"t{i:05d}" for i in range(n)], "final_acc": rng.uniform(10, 90, n),
+                         "param.lr": np.exp(rng.uniform(np.log(1e-3), np.log(1.0), n)),
+                         "param.loss": rng.choice(["sc", "psc", "mpsc"], n), "param.k": rng.integers(1, 5, n)})
+
+
+def test_best_and_spread_keeps_the_best_and_the_range(many):
+    picked = dense.best_and_spread(many, "final_acc", 200, 50)
+    assert len(picked) == 200 and picked["trial_id"].is_unique
+    assert set(many.nlargest(50, "final_acc")["trial_id"]) <= set(picked["trial_id"])
+    assert many["final_acc"].min() == picked["final_acc"].min()
+    assert dense.best_and_spread(many.head(10), "final_acc", 200, 50).equals(many.head(10))
+
+
+def test_density_counts_every_point_once(many):
+    d = dense.density(many["param.lr"], many["final_acc"], log_x=True)
+    assert sum(v or 0 for row in d.z for v in row) == len(many) == d.total
+    assert len(d.x) == dense.X_BINS + 1 and d.x[0] == pytest.approx(many["param.lr"].min())
+    cats = dense.density(many["param.loss"], many["final_acc"], categorical=True)
+    assert cats.x == ["mpsc", "psc", "sc"] and len(cats.z[0]) == 3
+    ints = dense.density(many["param.k"], many["final_acc"])
+    assert ints.x == [0.5, 1.5, 2.5, 3.5, 4.5]  # one bin per value
+
+
+def test_slices_history_and_lines_of_many_trials_stay_small(many):
+    params = ["param.lr", "param.loss", "param.k"]
+    stopped = many.head(600).assign(final_acc=lambda f: f.final_acc / 2)
+    fig = fg.slice_figure(many, params, "acc", stopped=stopped)
+    assert [t.type for t in fig.data].count("heatmap") == 3 and "as a density" in fig.layout.title.text
+    points = [t for t in fig.data if t.type == "scatter"]
+    assert all(len(t.x) <= max(dense.BEST_MARKS, dense.OTHER_MARKS) for t in points)
+    assert fig.layout.xaxis.type == "log"
+    lines = fg.parallel_figure(many, params, "acc")
+    drawn = [t for t in lines.data if t.mode == "lines"]
+    assert sum(np.isnan(np.asarray(t.y, dtype=float)).sum() for t in drawn) == dense.LINES_MAX
+    assert f"{dense.LINES_MAX:,} of {len(many):,} trials drawn" in lines.layout.title.text
+    hist = gr.history(many.assign(status="completed"), {}, "acc")
+    fig = fg.history_figure(hist, "acc")
+    assert fig.data[0].type == "heatmap" and len(fig.data[1].x) == int((hist["best"].diff() != 0).sum())
+    assert len(fig.data[-1].x) <= len(fig.data[1].x) + 1  # the best-so-far line: its steps only
