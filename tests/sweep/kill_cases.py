@@ -139,8 +139,11 @@ def run_case(folder: Path, moment: str, how: str, num_cpus: int = 2) -> Outcome:
         pause = {"HYBRIDLT_FAULT_PAUSE": f"export:{marker}", "HYBRIDLT_FAULT_PAUSE_S": "6"}
     else:
         cmd = sweep
+    # SIGINT as a terminal delivers it: a runner started in the background (SIGINT ignored, which
+    # children inherit and Python then honours) must not turn the Ctrl-C cases into no-ops
     proc = subprocess.Popen(cmd, cwd=folder, env=_env(**pause), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     if moment == "mid_trial":
         reached = _wait(lambda: len(list((root / "epochs").glob("*.parquet"))) >= 2, proc, 300)
     else:
@@ -194,24 +197,30 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--moments", nargs="+", default=list(MOMENTS), choices=MOMENTS)
     parser.add_argument("--signals", nargs="+", default=list(SIGNALS), choices=SIGNALS)
+    parser.add_argument("--diagonal", action="store_true", help="only the cases make test runs")
     args = parser.parse_args(argv)
+    if args.diagonal:
+        from tests.sweep.test_kill_matrix import CASES
+
+        cases = list(CASES)
+    else:
+        cases = [(m, h) for m in args.moments for h in args.signals]
     print("| moment | signal | driver rc | trials lost | duplicated | re-run | epoch rows duplicated | "
           "incomplete | resume rc | s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     bad = 0
     with tempfile.TemporaryDirectory() as tmp:
-        for moment in args.moments:
-            for how in args.signals:
-                folder = Path(tmp) / f"{moment}-{how}"
-                folder.mkdir()
-                try:
-                    out = run_case(folder, moment, how)
-                except AssertionError as exc:
-                    print(f"| {moment} | {how} | could not run: {str(exc).splitlines()[0][:120]} |", flush=True)
-                    bad += 1
-                    continue
-                bad += not out.clean
-                print(out.line(), flush=True)
+        for moment, how in cases:
+            folder = Path(tmp) / f"{moment}-{how}"
+            folder.mkdir()
+            try:
+                out = run_case(folder, moment, how)
+            except AssertionError as exc:
+                print(f"| {moment} | {how} | could not run: {str(exc).splitlines()[0][:120]} |", flush=True)
+                bad += 1
+                continue
+            bad += not out.clean
+            print(out.line(), flush=True)
     return 1 if bad else 0
 
 
