@@ -16,21 +16,22 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
-from hybridlt.errors import InputError, OutputExistsError
+from hybridlt.errors import InputError
 from hybridlt.sweep.metrics import METRICS
 from hybridlt.sweep.paired import ablation_report
 from hybridlt.sweep.results import (
     StoreError,
+    check_export_target,
     exported_config,
     open_store,
     rank_trials,
     read_dataset,
     read_sweep_doc,
     sweep_objective,
+    write_export,
 )
-from hybridlt.sweep.store import Location, write_text_atomic
+from hybridlt.sweep.store import Location
 
 
 def _overrides(row: dict) -> list[str]:
@@ -67,11 +68,7 @@ def confirm_best(results, output, k: int = 3, seeds: int = 3, metric: str | None
         raise InputError(f"--confirm: {k}; allowed: 2 or more candidates (one has nothing to be confirmed against)")
     if seeds < 2:
         raise InputError(f"--seeds: {seeds}; allowed: 2 or more (a paired test needs two seeds)")
-    out = Path(output)
-    if out.is_dir():
-        raise InputError(f"-o: {out} is a folder; allowed: a file path")
-    if out.exists() and not force:
-        raise OutputExistsError(f"-o: {out} exists; pass --force to overwrite it")
+    out = check_export_target(output, force)
     root = open_store(results)
     doc = read_sweep_doc(root)
     spec_doc, base_doc = doc.get("spec") or {}, doc.get("base")
@@ -140,11 +137,7 @@ def confirm_best(results, output, k: int = 3, seeds: int = 3, metric: str | None
                  f"(95% CI [{_fmt(diff_ci[0])}, {_fmt(diff_ci[1])}]), p = {_fmt(paired['p_paired'])} over "
                  f"{paired['n_pairs']} seeds; this file is the winner's sweep trial config")
     text = exported_config(by_id[winner], root, metric, header="\n".join(lines))
-    try:
-        write_text_atomic(text, out)
-    except OSError as exc:
-        raise InputError(f"-o: {out}: cannot be written ({exc.strerror or exc}); "
-                         f"allowed: a writable file path") from None
+    write_export(text, out)
     return {"winner": winner, "runner_up": runner_up, "candidates": cands, "diff": paired["diff_vs_ref"],
             "diff_ci95": diff_ci, "p": paired["p_paired"], "n_pairs": paired["n_pairs"], "metric": metric,
             "rule": why, "store": str(exp), "seconds": seconds, "header": "\n".join(lines)}

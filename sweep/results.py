@@ -336,21 +336,32 @@ def export_best(results, output, metric: str | None = None, mode: str | None = N
         hint = (" (none completed yet: --rank-by common-epoch ranks stopped-early trials too)"
                 if rule == "completed" and none_completed else "")
         raise ConfigError(f"--metric: no trial reported {metric!r}{hint}")
+    out = check_export_target(output, force)
+    from hybridlt.sweep.faults import pause_at
+
+    text = exported_config(best, root, metric)
+    pause_at("export")
+    write_export(text, out)
+    return {**best, "_metric": metric}
+
+
+def check_export_target(output, force: bool) -> Path:
+    """``-o``: a file path, not overwritten unless ``force`` (checked before any work is done)."""
     out = Path(output)
     if out.is_dir():
         raise InputError(f"-o: {out} is a folder; allowed: a file path")
     if out.exists() and not force:
         raise OutputExistsError(f"-o: {out} exists; pass --force to overwrite it")
-    from hybridlt.sweep.faults import pause_at
+    return out
 
-    text = exported_config(best, root, metric)
-    pause_at("export")
+
+def write_export(text: str, out: Path) -> None:
+    """Write an exported config atomically; an unwritable target is one line."""
     try:
         write_text_atomic(text, out)
     except OSError as exc:
         raise InputError(f"-o: {out}: cannot be written ({exc.strerror or exc}); "
                          f"allowed: a writable file path") from None
-    return {**best, "_metric": metric}
 
 
 def exported_config(row: dict, root, metric: str, header: str | None = None) -> str:
