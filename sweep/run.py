@@ -113,7 +113,7 @@ def train_distributed(cfg: RunConfig | None, run_dir: str | Path, workers: int, 
     second start with ``resume`` continues from the last one (Ray Train's own restore).
     """
     from hybridlt.sweep.trial import fit_with_train
-    from hybridlt.sweep.tuner import start_ray
+    from hybridlt.sweep.tuner import own_state_api, start_ray
 
     run_dir = Path(run_dir).resolve()
     if workers < 1:
@@ -124,8 +124,9 @@ def train_distributed(cfg: RunConfig | None, run_dir: str | Path, workers: int, 
     cfg = prepare_run_dir(run_dir, cfg, resume)
     start_ray(address, 1, log_to_driver=True)  # one run: its workers' warnings belong on this terminal
     loop_config = {"cfg": cfg.model_dump(mode="json"), "trial_id": cfg.name, "results_root": str(run_dir)}
-    result = fit_with_train(loop_config, "train", str(run_dir / "ray"), workers, cpus_per_worker, gpus_per_worker,
-                            max_failures, keep=cfg.train.keep_checkpoints)
+    with own_state_api():
+        result = fit_with_train(loop_config, "train", str(run_dir / "ray"), workers, cpus_per_worker,
+                                gpus_per_worker, max_failures, keep=cfg.train.keep_checkpoints)
     if result.error:
         raise result.error
     return result.metrics or {}

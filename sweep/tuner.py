@@ -107,14 +107,45 @@ def start_ray(address: str | None, trial_slots: int, num_cpus: int | None = None
     if address:
         ray.init(address=address, log_to_driver=log_to_driver)
         return
-    port = _free_port()
-    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
-    with loopback_node():
+    url = f"http://127.0.0.1:{_free_port()}"
+    with loopback_node(), own_state_api(url):
         ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1",
-                 dashboard_port=port, resources={TRIAL_RESOURCE: trial_slots}, log_to_driver=log_to_driver,
-                 runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}},
+                 dashboard_port=int(url.rsplit(":", 1)[1]), resources={TRIAL_RESOURCE: trial_slots},
+                 log_to_driver=log_to_driver, runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": url}},
                  configure_logging=False, _node_ip_address="127.0.0.1")
+    _STATE_API[ray.get_runtime_context().gcs_address] = url
     private_secrets()
+
+
+_STATE_API: dict[str, str] = {}  # GCS address of a Ray that start_ray started -> its dashboard's URL
+
+
+@contextmanager
+def own_state_api(url: str | None = None):
+    """Point Ray's State API at the dashboard of the Ray this process started, for the duration only.
+
+    Tune cleans up a stopped trial's placement group through the State API, which reads
+    ``RAY_API_SERVER_ADDRESS`` before any address it is given (and two Rays on one host can answer
+    for each other). Set for the block and restored after it, so that after a sweep this process's
+    own State API calls (a notebook's, a test's ``list_nodes(address=...)``) go where they say.
+    With ``url`` None: the URL start_ray recorded for the Ray connected now, if it started it.
+    """
+    if url is None:
+        import ray
+
+        url = _STATE_API.get(ray.get_runtime_context().gcs_address) if ray.is_initialized() else None
+    if url is None:
+        yield
+        return
+    before = os.environ.get("RAY_API_SERVER_ADDRESS")
+    os.environ["RAY_API_SERVER_ADDRESS"] = url
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("RAY_API_SERVER_ADDRESS", None)
+        else:
+            os.environ["RAY_API_SERVER_ADDRESS"] = before
 
 
 @contextmanager
@@ -533,7 +564,7 @@ def _run_tune(spec, base, todo: Plan, root, exp_dir, schema, address, show, num_
     tuner = _new_tuner(spec, base, trainable, [callback, *tracker_callbacks(spec, root), *(callbacks or [])],
                        n_trials, exp_dir, leg, searcher, make_stopper(flag))
     started = time.time()
-    with _Signals(callback, flag, resume_command) as signals:
+    with _Signals(callback, flag, resume_command) as signals, own_state_api():
         try:
             tuner.fit()
         except Exception:

@@ -3,6 +3,7 @@ metric as a sweep objective, on a real local Ray; and a sweep launched from a fo
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -53,9 +54,12 @@ def test_train_api_returns_the_run_and_raises_typed_errors(tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
-def test_sweep_export_and_load_results_api(tmp_path, local_ray, capsys):
+def test_sweep_export_and_load_results_api(tmp_path, local_ray, capsys, monkeypatch):
+    monkeypatch.setenv("RAY_API_SERVER_ADDRESS", "http://127.0.0.1:1")  # the caller's, e.g. for another Ray
     res = hybridlt.sweep(_spec(tmp_path, "api"))
     assert capsys.readouterr().out == ""  # quiet by default
+    # Ray's State API reads this before any address it is given: a sweep must not leave its own behind
+    assert os.environ["RAY_API_SERVER_ADDRESS"] == "http://127.0.0.1:1"
     assert res.store.endswith("api/results") and len(res.trials) == 2 and set(res.trials.status) == {"completed"}
     best = hybridlt.export_best(res.store, tmp_path / "best.yaml")
     assert best["final_acc"] == res.trials.final_acc.max()

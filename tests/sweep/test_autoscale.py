@@ -107,17 +107,17 @@ class FakeCluster:
                "--disable-usage-stats"]
         self.log = open(Path(self.temp) / "head.log", "w")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        end = time.time() + 240  # seen over 120 s late in a full make test
+        end, last = time.time() + 240, None
         while time.time() < end:
             assert self.proc.poll() is None, Path(self.temp, "head.log").read_text()[-3000:]
             try:
                 if any(n.node_id == HEAD_ID and n.state == "ALIVE" for n in self.nodes()):
                     return
-            except Exception:  # the dashboard is not up yet
-                pass
+            except Exception as exc:  # the dashboard is not up yet
+                last = exc
             time.sleep(1)
-        raise AssertionError("the fake cluster's head did not come up in 240 s; its log ends:\n"
-                             + Path(self.temp, "head.log").read_text()[-3000:])
+        raise AssertionError(f"the fake cluster's head did not come up in 240 s (last answer: {last!r}); "
+                             "its log ends:\n" + Path(self.temp, "head.log").read_text()[-1500:])
 
     def nodes(self) -> list:
         """Every node the cluster has had, dead ones too (Ray's State API, through the head's dashboard)."""
@@ -216,9 +216,12 @@ def _epoch_files(results: Path, trial_id: str) -> dict[int, int]:
 
 
 @pytest.mark.cluster
-def test_sweep_scales_out_survives_a_lost_node_and_scales_in(tmp_path):
+def test_sweep_scales_out_survives_a_lost_node_and_scales_in(tmp_path, monkeypatch):
     from hybridlt.sweep.results import read_dataset
     from tests.conftest import TINY
+
+    # Ray's State API prefers this variable to the address it is given (another Ray's, if set)
+    monkeypatch.delenv("RAY_API_SERVER_ADDRESS", raising=False)
 
     cluster = FakeCluster(tmp_path)
     sweep = None
