@@ -268,3 +268,30 @@ def test_max_count_larger_than_available_names_field(tmp_path):
     write_cifar10(tmp_path)
     with pytest.raises(ValueError, match=r"data\.max_count"):
         load_cifar_lt("cifar10", tmp_path, imbalance_ratio=10, max_count=PER_CLASS + 1)
+
+
+@pytest.mark.parametrize("preset", ["cifar10_lt.yaml", "cifar100_lt.yaml", "cifar10_lt_psc.yaml"])
+def test_offline_data_stats_is_one_line_and_leaves_no_empty_folder(tmp_path, monkeypatch, capsys, preset):
+    """The README's `data stats` on a CIFAR preset, on a machine without the files or a network: as
+    shipped (download: false) and with download: true against a network that is not there (urllib's
+    URLError, as torchvision raises it offline). One line naming the field, exit 2, nothing created."""
+    import urllib.error
+    from pathlib import Path
+
+    from hybridlt.cli import main
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError(OSError(-3, "Temporary failure in name resolution"))
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    monkeypatch.setattr(torchvision.datasets, "CIFAR100", offline)
+    config = str(Path(__file__).resolve().parents[2] / "configs" / preset)
+    cache = tmp_path / "data_cache"
+    for extra, field in ([], "data.root"), (["--set", "data.download=true"], "data.download"):
+        code = main(["data", "stats", "--config", config, "--set", f"data.root={cache}", *extra])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and "Traceback" not in err[0], err
+        assert err[0].startswith(f"error: {field}: ") and str(cache) in err[0], err
+        if field == "data.download":
+            assert "name resolution" in err[0] and "data.download: false" in err[0]
+        assert not cache.exists()  # no empty data_cache/ left behind
