@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,34 @@ def _serve(results):
     return srv, thread
 
 
+@contextmanager
+def _page(url: str, width: int = 1400, height: int = 1000, **context):
+    """A fresh Chromium page at ``url`` with every main chart drawn; yields (page, errors), where errors
+    collects the page's uncaught JavaScript exceptions."""
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height}, **context)
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(url)
+            page.wait_for_function(RENDERED, arg=list(GRAPHS), timeout=60_000)
+            yield page, errors
+        finally:
+            browser.close()
+
+
+@contextmanager
+def _served(results):
+    """The dashboard app on 127.0.0.1 (a free port) over ``results``; yields its URL."""
+    srv, thread = _serve(results)
+    try:
+        yield f"http://127.0.0.1:{srv.server_port}/"
+    finally:
+        srv.shutdown()
+        thread.join(5)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     store = trained_store(tmp_path_factory.mktemp("tiny"))
@@ -71,13 +100,7 @@ def _trace_x(page, graph: str) -> list:
 
 def test_select_trials_switch_metric_charts_change(server, tmp_path):
     url, store = server
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-        errors = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(url)
-        page.wait_for_function(RENDERED, arg=list(GRAPHS), timeout=60_000)
+    with _page(url, accept_downloads=True) as (page, errors):
         page.wait_for_function("() => document.querySelector('#config-yaml').textContent.includes('-best')")
         first = page.evaluate(SNAPSHOT, list(GRAPHS))
         # the best groups' trials are selected by default; the trial stopped early is listed, not selected
@@ -128,7 +151,6 @@ def test_select_trials_switch_metric_charts_change(server, tmp_path):
         shot = tmp_path / "dashboard.png"
         page.screenshot(path=str(shot), full_page=True)
         assert shot.stat().st_size > 50_000 and not errors, errors
-        browser.close()
     record = os.environ.get("HYBRIDLT_SAVE_SCREENSHOT")  # e.g. bench/results/dashboard_screenshot.png
     if record:
         shutil.copyfile(shot, record)
@@ -140,99 +162,73 @@ def test_ablation_seeds_paired_view_note_after_reload_and_two_stores(tmp_path):
     abl = write_synthetic_store(tmp_path / "abl", n_classes=12, n_epochs=3, ablation=(["base", "psc", "mpsc"], 3),
                                 stopped=0.0)
     other = known_store(tmp_path / "other")
-    srv, thread = _serve([abl.path, other.path])
-    url = f"http://127.0.0.1:{srv.server_port}/"
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 720})
-            errors = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(url)
-            page.wait_for_function(RENDERED, arg=list(GRAPHS), timeout=60_000)
-            # seeds grouped: one bar per variant, with 95% CI error bars over its 3 seeds
-            groups = page.evaluate("() => document.querySelector('#groups .js-plotly-plot').data[0]")
-            assert sorted(groups["x"]) == ["base", "mpsc", "psc"] and len(groups["error_y"]["array"]) == 3
-            # the paired view: Δ, its CI and p of psc and mpsc against base, per metric
-            page.locator("#paired-table").get_by_text("base (reference)").first.wait_for(timeout=10_000)
-            cells = page.evaluate("() => Array.from(document.querySelectorAll('#paired-table td')).map(c => "
-                                  "c.textContent)")
-            assert cells.count("base (reference)") == 5 and cells.count("psc") == 5 and cells.count("mpsc") == 5
-            # both stores side by side
-            for k in (0, 1):
-                page.wait_for_function(f"() => document.querySelector('#store-{k}-groups .js-plotly-plot')"
-                                       ".data.length === 4")
-            # a note, saved, then the page reloaded: it is still there (it lives in the store)
-            page.fill("#note-text", "seed 2 looked odd")
-            page.fill("#note-tags", "check, tail")
-            page.click("#note-save")
-            page.wait_for_function("() => document.querySelector('#note-status').textContent.includes('saved')")
-            page.reload()
-            page.wait_for_function(RENDERED, arg=list(GRAPHS), timeout=60_000)
-            assert page.input_value("#note-text") == "seed 2 looked odd"
-            page.locator("#trials").get_by_text("#check #tail seed 2 looked odd").wait_for(timeout=10_000)
-            shot = tmp_path / "ablation.png"
-            page.screenshot(path=str(shot), full_page=True)
-            assert shot.stat().st_size > 50_000 and not errors, errors
-            browser.close()
-    finally:
-        srv.shutdown()
-        thread.join(5)
+    with _served([abl.path, other.path]) as url, _page(url, 1280, 720) as (page, errors):
+        # seeds grouped: one bar per variant, with 95% CI error bars over its 3 seeds
+        groups = page.evaluate("() => document.querySelector('#groups .js-plotly-plot').data[0]")
+        assert sorted(groups["x"]) == ["base", "mpsc", "psc"] and len(groups["error_y"]["array"]) == 3
+        # the paired view: Δ, its CI and p of psc and mpsc against base, per metric
+        page.locator("#paired-table").get_by_text("base (reference)").first.wait_for(timeout=10_000)
+        cells = page.evaluate("() => Array.from(document.querySelectorAll('#paired-table td')).map(c => "
+                              "c.textContent)")
+        assert cells.count("base (reference)") == 5 and cells.count("psc") == 5 and cells.count("mpsc") == 5
+        # both stores side by side
+        for k in (0, 1):
+            page.wait_for_function(f"() => document.querySelector('#store-{k}-groups .js-plotly-plot')"
+                                   ".data.length === 4")
+        # a note, saved, then the page reloaded: it is still there (it lives in the store)
+        page.fill("#note-text", "seed 2 looked odd")
+        page.fill("#note-tags", "check, tail")
+        page.click("#note-save")
+        page.wait_for_function("() => document.querySelector('#note-status').textContent.includes('saved')")
+        page.reload()
+        page.wait_for_function(RENDERED, arg=list(GRAPHS), timeout=60_000)
+        assert page.input_value("#note-text") == "seed 2 looked odd"
+        page.locator("#trials").get_by_text("#check #tail seed 2 looked odd").wait_for(timeout=10_000)
+        shot = tmp_path / "ablation.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 50_000 and not errors, errors
 
 
 def test_paged_table_keeps_ticks_across_pages_filters_and_sorts_on_the_server(tmp_path):
     """40 trials: 4 pages of 12 cut by the server; a tick on page 2 survives going back to page 1; a filter and
     a sort are applied to every trial, not to the page shown."""
     store = write_synthetic_store(tmp_path / "many", n_trials=40, n_classes=6, n_epochs=2)
-    srv, thread = _serve(store.path)
-    url = f"http://127.0.0.1:{srv.server_port}/"
     note = "() => document.querySelector('#table-note').parentElement.textContent"
     checked = "() => Array.from(document.querySelectorAll('#trials input[type=checkbox]')).map(b => b.checked)"
     first_id = "() => document.querySelector('#trials td[data-dash-column=trial_id]').textContent"
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            errors = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(url)
-            page.wait_for_function(RENDERED, arg=list(GRAPHS), timeout=60_000)
-            assert "40 trials, 12 a page" in page.evaluate(note) and "5 selected" in page.evaluate(note)
-            assert len(page.locator("#trials td[data-dash-column=trial_id]").all()) == 12
-            assert page.evaluate(checked) == [True] * 5 + [False] * 7  # the best 5, best first
-            top = page.evaluate(first_id)
-            page.click("#trials button.next-page")
-            page.wait_for_function(f"() => ({first_id})() !== '{top}'")
-            assert page.evaluate(checked) == [False] * 12
-            page.locator("#trials input[type=checkbox]").first.click()
-            page.wait_for_function(f"() => ({note})().includes('6 selected')")
-            page.wait_for_function("() => document.querySelector('#groups .js-plotly-plot').data[0].x.length === 6")
-            page.click("#trials button.previous-page")
-            page.wait_for_function(f"() => ({first_id})() === '{top}'")
-            page.wait_for_timeout(500)  # any late clearing of ticks would show here
-            assert page.evaluate(checked) == [True] * 5 + [False] * 7 and "6 selected" in page.evaluate(note)
+    with _served(store.path) as url, _page(url) as (page, errors):
+        assert "40 trials, 12 a page" in page.evaluate(note) and "5 selected" in page.evaluate(note)
+        assert len(page.locator("#trials td[data-dash-column=trial_id]").all()) == 12
+        assert page.evaluate(checked) == [True] * 5 + [False] * 7  # the best 5, best first
+        top = page.evaluate(first_id)
+        page.click("#trials button.next-page")
+        page.wait_for_function(f"() => ({first_id})() !== '{top}'")
+        assert page.evaluate(checked) == [False] * 12
+        page.locator("#trials input[type=checkbox]").first.click()
+        page.wait_for_function(f"() => ({note})().includes('6 selected')")
+        page.wait_for_function("() => document.querySelector('#groups .js-plotly-plot').data[0].x.length === 6")
+        page.click("#trials button.previous-page")
+        page.wait_for_function(f"() => ({first_id})() === '{top}'")
+        page.wait_for_timeout(500)  # any late clearing of ticks would show here
+        assert page.evaluate(checked) == [True] * 5 + [False] * 7 and "6 selected" in page.evaluate(note)
 
-            cell = page.locator("#trials th.dash-filter[data-dash-column=final_acc] input[type=text]").first
-            cell.fill("< 50")
-            cell.press("Enter")
-            page.wait_for_function(f"() => ({note})().includes(' of 40 trials')")
-            shown = page.evaluate("() => Array.from(document.querySelectorAll("
-                                  "'#trials td[data-dash-column=final_acc]')).map(c => parseFloat(c.textContent))")
-            assert shown and all(v < 50 for v in shown)
-            page.locator("#trials th[data-dash-column=final_acc] .column-header--sort").first.click()
-            page.wait_for_timeout(300)
-            page.wait_for_function("() => { const v = Array.from(document.querySelectorAll("
-                                   "'#trials td[data-dash-column=final_acc]')).map(c => parseFloat(c.textContent));"
-                                   " return v.every((x, i) => i === 0 || v[i - 1] <= x); }")
-            text = page.locator('#trials th.dash-filter[data-dash-column="param.loss.contrastive"] '
-                                'input[type=text]').first
-            text.fill("PSC")  # a text column: contains, any case (mpsc and psc)
-            text.press("Enter")
-            page.wait_for_function("() => Array.from(document.querySelectorAll("
-                                   "'#trials td[data-dash-column=\"param.loss.contrastive\"]'))"
-                                   ".every(c => c.textContent.includes('psc'))")
-            assert "6 selected" in page.evaluate(note) and not errors, errors
-            browser.close()
-    finally:
-        srv.shutdown()
-        thread.join(5)
+        cell = page.locator("#trials th.dash-filter[data-dash-column=final_acc] input[type=text]").first
+        cell.fill("< 50")
+        cell.press("Enter")
+        page.wait_for_function(f"() => ({note})().includes(' of 40 trials')")
+        shown = page.evaluate("() => Array.from(document.querySelectorAll("
+                              "'#trials td[data-dash-column=final_acc]')).map(c => parseFloat(c.textContent))")
+        assert shown and all(v < 50 for v in shown)
+        page.locator("#trials th[data-dash-column=final_acc] .column-header--sort").first.click()
+        page.wait_for_timeout(300)
+        page.wait_for_function("() => { const v = Array.from(document.querySelectorAll("
+                               "'#trials td[data-dash-column=final_acc]')).map(c => parseFloat(c.textContent));"
+                               " return v.every((x, i) => i === 0 || v[i - 1] <= x); }")
+        text = page.locator('#trials th.dash-filter[data-dash-column="param.loss.contrastive"] '
+                            'input[type=text]').first
+        text.fill("PSC")  # a text column: contains, any case (mpsc and psc)
+        text.press("Enter")
+        page.wait_for_function("() => Array.from(document.querySelectorAll("
+                               "'#trials td[data-dash-column=\"param.loss.contrastive\"]'))"
+                               ".every(c => c.textContent.includes('psc'))")
+        assert "6 selected" in page.evaluate(note) and not errors, errors
