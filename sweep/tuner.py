@@ -107,11 +107,12 @@ def start_ray(address: str | None, trial_slots: int, num_cpus: int | None = None
     if address:
         ray.init(address=address, log_to_driver=log_to_driver)
         return
-    url = f"http://127.0.0.1:{_free_port()}"
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
     with loopback_node(), own_state_api(url):
         ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1",
-                 dashboard_port=int(url.rsplit(":", 1)[1]), resources={TRIAL_RESOURCE: trial_slots},
-                 log_to_driver=log_to_driver, runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": url}},
+                 dashboard_port=port, resources={TRIAL_RESOURCE: trial_slots}, log_to_driver=log_to_driver,
+                 runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": url}},
                  configure_logging=False, _node_ip_address="127.0.0.1")
     _STATE_API[ray.get_runtime_context().gcs_address] = url
     private_secrets()
