@@ -43,6 +43,15 @@ METRIC_COLUMNS = [*[(f"final_{m}", METRICS[m].label) for m in ("acc", "many_acc"
                                                                  "balanced_acc")], ("best_acc", "best overall")]
 GRAPHS = ("heatmap", "class-rank", "groups", "parallel", "importance", "slices", "curves", "history")
 DIAGNOSTIC_GRAPHS = ("confusion", "weight-norm", "posthoc")
+# The charts sit in tabs: the browser draws only the open tab's (plotly costs ~0.1-0.3 s a chart on a
+# CPU without a GPU); the others keep their figures in the page and are drawn when their tab opens.
+# tab value -> (label, the charts in it that always hold data)
+TABS = {"groups": ("Head / medium / tail", ("groups",)),
+        "classes": ("Per class", ("heatmap", "class-rank")),
+        "drivers": ("What drives accuracy", ("parallel", "importance", "slices")),
+        "history": ("History and curves", ("history", "curves")),
+        "diagnostics": ("Long-tail diagnostics", DIAGNOSTIC_GRAPHS)}
+FIRST_TAB = "groups"
 CARD = {"background": "white", "borderRadius": "8px", "padding": "12px 16px", "margin": "12px 0",
         "boxShadow": "0 1px 3px rgba(0,0,0,0.12)"}
 ROW = {"display": "flex", "flexWrap": "wrap", "gap": "12px"}
@@ -224,6 +233,15 @@ def _graph(graph_id: str, start: dict, height: int = 380) -> dcc.Graph:
     figure = start.get((graph_id, "figure"))
     return dcc.Graph(id=graph_id, config=GRAPH_CONFIG, style={"minHeight": f"{height}px"},
                      **({"figure": figure} if figure is not None else {}))
+
+
+def _tabs(content: dict[str, list]) -> dcc.Tabs:
+    """The chart sections, one tab each (``TABS``); the open tab is kept for the browser session."""
+    return dcc.Tabs(id="view-tab", value=FIRST_TAB, persistence=True, persistence_type="session",
+                    style={"marginTop": "12px"},
+                    children=[dcc.Tab(label=TABS[k][0], value=k, id=f"tab-{k}", children=html.Div(content[k]),
+                                      style={"padding": "8px 12px"}, selected_style={"padding": "8px 12px"})
+                              for k in TABS])
 
 
 def _section(title: str, *children, note: str | None = None, section_id: str | None = None) -> html.Div:
@@ -438,17 +456,18 @@ def build_layout(caches: list[q.ResultsCache], memo: Memo, refresh_s: float = 5.
         _section("Trials", _trials_table(columns, page), _table_notes(page, selection),
                  note="Accuracies in %. Sort and filter the columns (e.g. > 90 or psc); tick rows to drive the "
                       "charts below (a group's seeds are ticked together by default)."),
-        _section("Head / medium / tail", _graph("groups", start, 400)),
-        _paired_section(start),
-        _section("Per-class accuracy", _pair(_graph("heatmap", start, 440), _graph("class-rank", start, 420),
-                                             flex=("3 1 640px", "2 1 420px"))),
-        _section("What drives accuracy", _parallel_mode(), _graph("parallel", start, 420),
-                 _pair(_graph("importance", start, 240), _graph("pareto", start, 360), "pareto-box",
-                       start.get(("pareto-box", "style"), hidden)),
-                 _graph("slices", start, 330)),
-        _section("History", _graph("history", start, 340)),
-        _section("Learning curves", _graph("curves", start, 420), _graph("losses", start, 560)),
-        _diagnostics_section(start),
+        _tabs({
+            "groups": [_section("Head / medium / tail", _graph("groups", start, 400)), _paired_section(start)],
+            "classes": [_section("Per-class accuracy", _pair(_graph("heatmap", start, 440),
+                                                             _graph("class-rank", start, 420),
+                                                             flex=("3 1 640px", "2 1 420px")))],
+            "drivers": [_section("What drives accuracy", _parallel_mode(), _graph("parallel", start, 420),
+                                 _pair(_graph("importance", start, 240), _graph("pareto", start, 360), "pareto-box",
+                                       start.get(("pareto-box", "style"), hidden)),
+                                 _graph("slices", start, 330))],
+            "history": [_section("History", _graph("history", start, 340)),
+                        _section("Learning curves", _graph("curves", start, 420), _graph("losses", start, 560))],
+            "diagnostics": [_diagnostics_section(start)]}),
         _notes_section(start),
         _config_section(start),
         dcc.Interval(id="tick", interval=int(1000 * refresh_s), n_intervals=0),

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from dashstores import known_store, trained_store
 
-from hybridlt.dashboards.app import GRAPHS, create_app
+from hybridlt.dashboards.app import FIRST_TAB, GRAPHS, TABS, create_app
 from tests.dashboards.synthetic import write_synthetic_store
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -55,7 +55,7 @@ def _page(url: str, width: int = 1400, height: int = 1000, **context):
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.goto(url)
-            page.wait_for_function(RENDERED, arg=list(GRAPHS), timeout=60_000)
+            page.wait_for_function(RENDERED, arg=list(TABS[FIRST_TAB][1]), timeout=60_000)
             yield page, errors
         finally:
             browser.close()
@@ -94,6 +94,23 @@ def _new_running_trial(store) -> None:
     ResultsWriter(store).epoch("feed0001", metrics, last.class_name.tolist(), last.train_count.tolist())
 
 
+def _open_tab(page, tab: str) -> None:
+    """Click a tab and wait for its charts to be drawn (a closed tab's charts are not in the page)."""
+    page.click(f"#tab-{tab}")
+    page.wait_for_function(RENDERED, arg=list(TABS[tab][1]), timeout=30_000)
+
+
+def _snapshot(page) -> dict[str, str]:
+    """Every main chart's title and traces, each tab opened in turn; the first tab is left open."""
+    out = {}
+    for tab, (_, graphs) in TABS.items():
+        _open_tab(page, tab)
+        out |= page.evaluate(SNAPSHOT, [g for g in graphs if g in GRAPHS])
+    _open_tab(page, FIRST_TAB)
+    assert set(out) == set(GRAPHS)
+    return out
+
+
 def _trace_x(page, graph: str) -> list:
     return page.evaluate(f"() => Array.from(document.querySelector('#{graph} .js-plotly-plot').data[0].x)")
 
@@ -102,7 +119,9 @@ def test_select_trials_switch_metric_charts_change(server, tmp_path):
     url, store = server
     with _page(url, accept_downloads=True) as (page, errors):
         page.wait_for_function("() => document.querySelector('#config-yaml').textContent.includes('-best')")
-        first = page.evaluate(SNAPSHOT, list(GRAPHS))
+        # only the open tab's charts are in the page: the others are drawn when their tab opens
+        assert page.evaluate("() => document.querySelectorAll('.js-plotly-plot').length") == 2  # groups, paired Δ
+        first = _snapshot(page)
         # the best groups' trials are selected by default; the trial stopped early is listed, not selected
         assert len(_trace_x(page, "groups")) == 3
         assert "Traceback" not in page.content()
@@ -112,9 +131,10 @@ def test_select_trials_switch_metric_charts_change(server, tmp_path):
         boxes.nth(0).click()
         boxes.nth(1).click()
         page.wait_for_function("() => document.querySelector('#groups .js-plotly-plot').data[0].x.length === 1")
+        _open_tab(page, "history")
         page.wait_for_function("() => document.querySelector('#curves .js-plotly-plot').data"
                                ".filter(t => t.name).length === 1")  # one group's curve (a legend needs two)
-        picked = page.evaluate(SNAPSHOT, list(GRAPHS))
+        picked = _snapshot(page)
         for graph in ("groups", "class-rank", "curves", "heatmap"):
             assert picked[graph] != first[graph], graph
         assert picked["parallel"] == first["parallel"]
@@ -122,17 +142,19 @@ def test_select_trials_switch_metric_charts_change(server, tmp_path):
         # switch the metric: what drives accuracy is now about few-shot accuracy
         page.click("#metric")
         page.get_by_role("option", name="few-shot accuracy").click()
+        _open_tab(page, "drivers")
         page.wait_for_function("() => document.querySelector('#parallel .js-plotly-plot')"
                                ".layout.title.text.includes('few-shot')")
         page.wait_for_function("() => document.querySelector('#importance .js-plotly-plot')"
                                ".layout.title.text.includes('few_acc')")
-        switched = page.evaluate(SNAPSHOT, list(GRAPHS))
+        switched = _snapshot(page)
         for graph in ("parallel", "importance", "slices", "curves", "heatmap"):
             assert switched[graph] != picked[graph], graph
         # the head/medium/tail bars do not depend on the metric (only their order may: best group first)
         bars = [sorted(json.loads(snap["groups"])["data"][0]["x"]) for snap in (switched, picked)]
         assert bars[0] == bars[1]
 
+        _open_tab(page, "drivers")
         page.get_by_label("interactive", exact=False).check()
         page.wait_for_function("() => document.querySelector('#parallel .js-plotly-plot').data[0].type"
                                " === 'parcoords'")
@@ -181,7 +203,7 @@ def test_ablation_seeds_paired_view_note_after_reload_and_two_stores(tmp_path):
         page.click("#note-save")
         page.wait_for_function("() => document.querySelector('#note-status').textContent.includes('saved')")
         page.reload()
-        page.wait_for_function(RENDERED, arg=list(GRAPHS), timeout=60_000)
+        page.wait_for_function(RENDERED, arg=list(TABS[FIRST_TAB][1]), timeout=60_000)
         assert page.input_value("#note-text") == "seed 2 looked odd"
         page.locator("#trials").get_by_text("#check #tail seed 2 looked odd").wait_for(timeout=10_000)
         shot = tmp_path / "ablation.png"
