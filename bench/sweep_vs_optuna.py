@@ -19,7 +19,10 @@ the table gives medians over rounds:
 
 Needs Ray and Optuna: run it on the development machine.
 
-    python bench/sweep_vs_optuna.py [--rounds 2] [--variants reuse optuna noreuse]
+    python bench/sweep_vs_optuna.py [--rounds 2] [--variants reuse optuna noreuse pending1]
+
+``pending1``: reused actors with one trial staged at a time, as Tune does for a searcher it does not
+see wrapped in a ConcurrencyLimiter (the sweep before ``tuner.pending_trials``).
 """
 
 from __future__ import annotations
@@ -110,12 +113,13 @@ def run_optuna(spec_path: Path) -> dict:
         return {**json.loads(out.read_text()), "wall_s": wall, "fixed": ""}
 
 
-def run_sweep_cli(spec_path: Path, reuse: bool, storage: Path, name: str) -> dict:
+def run_sweep_cli(spec_path: Path, reuse: bool, storage: Path, name: str, extra_env: dict | None = None) -> dict:
     from hybridlt.sweep.results import read_dataset
     from hybridlt.sweep.spec import load_sweep_spec
 
     spec, _ = load_sweep_spec(spec_path)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYBRIDLT_REUSE_ACTORS": "1" if reuse else "0"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYBRIDLT_REUSE_ACTORS": "1" if reuse else "0",
+           **(extra_env or {})}
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "hybridlt.cli", "sweep", str(spec_path), "--set", f"name={name}",
                            "--set", f"storage={storage}"], env=env, capture_output=True, text=True)
@@ -137,7 +141,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--spec", default=str(SPEC))
     parser.add_argument("--variants", nargs="+", default=["reuse", "optuna", "noreuse"],
-                        choices=["reuse", "optuna", "noreuse"])
+                        choices=["reuse", "optuna", "noreuse", "pending1"])
     parser.add_argument("--optuna-child", nargs=2, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.optuna_child:
@@ -154,7 +158,8 @@ def main() -> None:
                 if variant == "optuna":
                     res = run_optuna(spec_path)
                 else:
-                    res = run_sweep_cli(spec_path, variant == "reuse", Path(tmp), f"bench-{variant}-{r}")
+                    res = run_sweep_cli(spec_path, variant != "noreuse", Path(tmp), f"bench-{variant}-{r}",
+                                        {"TUNE_MAX_PENDING_TRIALS_PG": "1"} if variant == "pending1" else None)
                 res["load"] = f"{before} -> {load_avg()}"
                 res["util"] = res["busy_s"] / (res["wall_s"] * res["slots"])
                 runs[variant].append(res)
@@ -173,7 +178,8 @@ def report(runs: dict, loads: list, rounds: int, spec_path: Path) -> None:
     trials = load_sweep_spec(spec_path)[0].trials
     runs = {v: rs for v, rs in runs.items() if rs}
     label = {"reuse": "hybridlt sweep (reuse_actors, the default)",
-             "noreuse": "hybridlt sweep, HYBRIDLT_REUSE_ACTORS=0", "optuna": "plain Optuna, one process"}
+             "noreuse": "hybridlt sweep, HYBRIDLT_REUSE_ACTORS=0", "optuna": "plain Optuna, one process",
+             "pending1": "hybridlt sweep, TUNE_MAX_PENDING_TRIALS_PG=1 (Tune's default for our searcher)"}
     optuna_wall = statistics.median(x["wall_s"] for x in runs["optuna"]) if runs.get("optuna") else None
     rows = []
     for variant, rs in runs.items():

@@ -565,7 +565,7 @@ def _run_tune(spec, base, todo: Plan, root, exp_dir, schema, address, show, num_
     tuner = _new_tuner(spec, base, trainable, [callback, *tracker_callbacks(spec, root), *(callbacks or [])],
                        n_trials, exp_dir, leg, searcher, make_stopper(flag))
     started = time.time()
-    with _Signals(callback, flag, resume_command) as signals, own_state_api():
+    with _Signals(callback, flag, resume_command) as signals, own_state_api(), pending_trials(concurrency):
         try:
             tuner.fit()
         except Exception:
@@ -582,6 +582,24 @@ def _run_tune(spec, base, todo: Plan, root, exp_dir, schema, address, show, num_
     if signals.signum is not None:
         raise SweepInterrupted(f"sweep {spec.name!r} interrupted: finished trials and every completed epoch are "
                                f"saved; continue with:\n  {resume_command}", signals.signum)
+
+
+@contextmanager
+def pending_trials(concurrency: int):
+    """Let Tune stage as many trials as may run at once (``TUNE_MAX_PENDING_TRIALS_PG``), for the duration.
+
+    Tune stages one trial at a time for a searcher it does not see wrapped in a ``ConcurrencyLimiter``;
+    ours limits itself, so each slot's trial process was asked for only once the previous one had
+    started (imported torch): on N slots, N start-ups in a row. A value the user exported is kept."""
+    key = "TUNE_MAX_PENDING_TRIALS_PG"
+    before = os.environ.get(key)
+    if before is None:
+        os.environ[key] = str(max(1, concurrency))
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
 
 
 def _new_tuner(spec, base, trainable, callbacks, n_trials, exp_dir, leg, searcher, stopper):

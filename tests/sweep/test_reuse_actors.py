@@ -3,6 +3,7 @@ process (the pid Tune records with every result), and A's epochs are bit-identic
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -63,3 +64,59 @@ def test_a_b_a_in_one_reused_process(tmp_path):
     (other,) = by_temp[0.7].values()
     assert other != first
     assert timings["tune_start_s"] > 0 and timings["ray_start_s"] >= 0 and timings["imports_s"] > 0
+
+
+class Staged:
+    """Driver-side Tune callback: the most trials Tune held PENDING at once (created, not yet running)."""
+
+    def __init__(self):
+        self.most_pending = 0
+
+    def on_step_begin(self, iteration, trials, **info):
+        self.most_pending = max(self.most_pending, sum(t.status == "PENDING" for t in trials))
+
+
+def test_both_slots_are_staged_at_once_and_the_setting_is_restored(tmp_path, monkeypatch):
+    """Tune stages one trial at a time for a searcher it does not see wrapped in a ConcurrencyLimiter:
+    the second slot's process was only asked for once the first had started. The sweep lets it stage
+    ``concurrency`` trials, for the duration of the fit only."""
+    from ray.tune import Callback
+
+    class StagedCallback(Staged, Callback):
+        pass
+
+    monkeypatch.delenv("TUNE_MAX_PENDING_TRIALS_PG", raising=False)
+    doc = {"name": "staged", "storage": str(tmp_path / "sweeps"), "base": str(ROOT / "configs" / "quickstart.yaml"),
+           "overrides": [*TINY, "train.epochs=1"], "search": {"algorithm": "random"},
+           "space": {"loss.temperature": {"uniform": [0.05, 0.5]}},
+           "scheduler": {"kind": "none"}, "trials": 4, "concurrency": 2}
+    (tmp_path / "staged.yaml").write_text(yaml.safe_dump(doc))
+    spec, base = load_sweep_spec(tmp_path / "staged.yaml")
+    staged, pids = StagedCallback(), type("P", (Pids, Callback), {})()
+    start_ray(None, trial_slots=2, num_cpus=2)
+    try:
+        trials, _ = run_sweep(spec, base, callbacks=[staged, pids])
+    finally:
+        ray.shutdown()
+    assert trials.num_rows == 4
+    assert staged.most_pending == 2  # Tune's own default here: 1
+    assert len(set().union(*pids.by_trial.values())) == 2  # two reused processes, one per slot
+    assert "TUNE_MAX_PENDING_TRIALS_PG" not in os.environ
+
+
+def test_pending_trials_follows_tune_and_keeps_a_users_value(monkeypatch):
+    from ray.tune.execution.tune_controller import _get_max_pending_trials
+    from ray.tune.search import Searcher, SearchGenerator
+
+    from hybridlt.sweep.tuner import pending_trials
+
+    search = SearchGenerator(Searcher(metric="acc", mode="max"))
+    monkeypatch.delenv("TUNE_MAX_PENDING_TRIALS_PG", raising=False)
+    assert _get_max_pending_trials(search) == 1  # what Tune does for a self-limiting searcher
+    with pending_trials(3):
+        assert _get_max_pending_trials(search) == 3
+    assert _get_max_pending_trials(search) == 1
+    monkeypatch.setenv("TUNE_MAX_PENDING_TRIALS_PG", "5")
+    with pending_trials(3):
+        assert _get_max_pending_trials(search) == 5
+    assert _get_max_pending_trials(search) == 5
