@@ -305,7 +305,7 @@ def slice_figure(trials: pd.DataFrame, params: list[str], metric: str, cols: int
                           row=r + 1, col=c + 1)
         if log:
             fig.update_xaxes(type="log", row=r + 1, col=c + 1)
-        elif pd.api.types.is_integer_dtype(sub[p]) and sub[p].max() - sub[p].min() <= 10:
+        elif pd.api.types.is_integer_dtype(sub[p]) and len(sub) and sub[p].max() - sub[p].min() <= 10:
             fig.update_xaxes(dtick=1, row=r + 1, col=c + 1)
         elif not numeric:
             fig.update_xaxes(type="category", categoryorder="category ascending", row=r + 1, col=c + 1)

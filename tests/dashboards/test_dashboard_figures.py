@@ -93,6 +93,19 @@ def test_slices_one_panel_per_parameter(trials):
     assert fig.layout.xaxis2.type == "log" and fig.layout.xaxis.type == "category"
 
 
+def test_slices_of_a_conditional_integer_no_scored_trial_has():
+    """A quickstart store: prototypes_per_class exists only for mpsc, and no completed trial was mpsc
+    (its column is all null, nullable Int64): its panel is empty, the others drawn (was a crash)."""
+    rows = pd.DataFrame({"trial_id": ["a", "b", "c"], "final_acc": [90.0, 92.0, 91.0],
+                         "param.loss.contrastive": ["psc", "sc", "psc"],
+                         "param.loss.prototypes_per_class": pd.array([None, None, None], dtype="Int64"),
+                         "param.sampler.positives": pd.array([2, None, 5], dtype="Int64")})
+    params = ["param.loss.contrastive", "param.loss.prototypes_per_class", "param.sampler.positives"]
+    fig = fg.slice_figure(rows, params, "acc")
+    assert [len(t.x) for t in fig.data] == [3, 0, 2]
+    assert list(fig.data[2].x) == [2, 5] and fig.layout.xaxis3.dtick == 1
+
+
 def test_pareto_front_highlighted():
     pts = pd.DataFrame({"trial_id": ["a", "b", "c"], "x": [0.9, 0.8, 0.7], "y": [0.1, 0.5, 0.4],
                         "on_front": [True, True, False]})
