@@ -152,7 +152,8 @@ def table_columns(view: View) -> list[dict]:
              if c in view.trials]
     for p in gr.hyperparams(view.params) + ([gr.SEED] if gr.SEED in view.params else []):
         numeric = fg.is_numeric(view.trials[p])
-        fmt = Format(precision=0, scheme=Scheme.fixed) if p == gr.SEED else \
+        whole = p == gr.SEED or pd.api.types.is_integer_dtype(view.trials[p])  # positives: 2, not 2.00
+        fmt = Format(precision=0, scheme=Scheme.fixed) if whole else \
             Format(precision=3, scheme=Scheme.decimal_or_exponent)
         cols.append({"id": p, "name": fg.label(p), "type": "numeric" if numeric else "text",
                      **({"format": fmt} if numeric else {})})

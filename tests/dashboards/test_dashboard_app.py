@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 import pytest
 from dashstores import ROOT, known_store, write_known_trial
@@ -136,6 +137,19 @@ def test_a_note_is_saved_in_the_store_and_shown_in_the_table(built):
     with pytest.raises(StoreError, match="trial_id"):
         write_note(cache.root, "../t1", "x", [])
     assert not list((Path(cache.root.path) / "notes").glob(".*"))  # no temp file left behind
+
+
+def test_integer_parameters_show_as_whole_numbers_floats_with_three_digits():
+    from types import SimpleNamespace
+
+    trials = pd.DataFrame({"trial_id": ["a", "b"], "status": ["completed"] * 2, "epochs_done": [3, 3],
+                           "param.sampler.positives": pd.array([2, None], dtype="Int64"),
+                           "param.loss.temperature": [0.1234, 0.5], "param.seed": [0, 1]})
+    view = SimpleNamespace(trials=trials, members={"a": ["a"], "b": ["b"]},
+                           params=["param.sampler.positives", "param.loss.temperature", "param.seed"])
+    fmt = {c["id"]: c["format"].to_plotly_json() for c in A.table_columns(view) if "format" in c}
+    assert fmt["param.sampler.positives"]["specifier"] == ".0f" == fmt["param.seed"]["specifier"]
+    assert fmt["param.loss.temperature"]["specifier"] == ".3g"
 
 
 def test_diagnostics_of_an_old_store_say_so_and_of_a_new_one_show(built, tmp_path):
