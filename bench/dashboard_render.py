@@ -47,14 +47,12 @@ from tests.dashboards.synthetic import write_synthetic_store  # noqa: E402
 
 REFRESH_S = 5.0  # the dashboard's default
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-RENDERED = """ids => ids.every(id => {
-  const g = document.querySelector('#' + id + ' .js-plotly-plot');
-  return g && g._fullLayout && g.data && g.data.length > 0; })
-  && document.querySelector('#config-yaml').textContent.includes('-best')
-  && document.querySelectorAll('#trials tr').length > 5"""
 TAB_DRAWN = """ids => ids.every(id => {
   const g = document.querySelector('#' + id + ' .js-plotly-plot');
   return g && g._fullLayout && g.data && g.data.length > 0; })"""
+RENDERED = TAB_DRAWN + """
+  && document.querySelector('#config-yaml').textContent.includes('-best')
+  && document.querySelectorAll('#trials tr').length > 5"""
 PAYLOAD = """() => performance.getEntriesByType('resource').filter(e => e.name.includes('_dash-update-component')
   || e.name.includes('_dash-layout')).reduce((s, e) => s + e.encodedBodySize, 0)"""
 
