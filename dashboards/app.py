@@ -423,7 +423,7 @@ SELECTED_NOTE_JS = "function(s) { return ' · ' + (s || []).length + ' selected 
 
 
 def build_layout(caches: list[q.ResultsCache], memo: Memo, refresh_s: float = 5.0, skeleton: bool = False) -> html.Div:
-    """The whole page with every chart drawn for the best groups, selected in the filled table.
+    """The whole page with every chart's figure made for the best groups, selected in the filled table.
 
     The charts come with the page, so a first view costs one request; callbacks redraw them on
     changes. ``skeleton``: the same components without data (Dash's callback validation layout).
