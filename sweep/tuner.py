@@ -92,9 +92,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_ray(address: str | None, trial_slots: int, num_cpus: int | None = None, log_to_driver: bool = False) -> None:
-    """Connect to ``address`` or start a local Ray with its dashboard on loopback (needed for the
-    State API that cleans up a stopped trial's placement group) and the trial-slot resource.
+def start_ray(address: str | None, trial_slots: int, num_cpus: int | None = None, log_to_driver: bool = False,
+              dashboard: bool = True) -> None:
+    """Connect to ``address`` or start a local Ray with the trial-slot resource.
+
+    ``dashboard``: start Ray's dashboard, on loopback, for the State API that cleans up a stopped
+    Train trial's worker placement group (RAY.md). A sweep whose trials train in their own process
+    passes False: one server fewer, a faster start (``bench/sweep_vs_optuna.py``). A Ray this
+    process started without it is restarted with it when a later call needs it.
 
     ``log_to_driver``: show the workers' output here. Off for sweeps, where every trial that ASHA
     stops prints Ray's SIGTERM traceback; their logs stay in Ray's session folder.
@@ -102,23 +107,27 @@ def start_ray(address: str | None, trial_slots: int, num_cpus: int | None = None
     import ray
 
     if ray.is_initialized():
-        return
+        gcs = ray.get_runtime_context().gcs_address
+        if not (dashboard and _STATE_API.get(gcs, "") is None):
+            return
+        ray.shutdown()  # started here without the dashboard this call needs
     pause_at("start_ray")
     if address:
         ray.init(address=address, log_to_driver=log_to_driver)
         return
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
+    port = _free_port() if dashboard else None
+    url = f"http://127.0.0.1:{port}" if dashboard else None
+    extra = dict(dashboard_host="127.0.0.1", dashboard_port=port,
+                 runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": url}}) if dashboard else {}
     with loopback_node(), own_state_api(url):
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1",
-                 dashboard_port=port, resources={TRIAL_RESOURCE: trial_slots}, log_to_driver=log_to_driver,
-                 runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": url}},
-                 configure_logging=False, _node_ip_address="127.0.0.1")
+        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=dashboard,
+                 resources={TRIAL_RESOURCE: trial_slots}, log_to_driver=log_to_driver,
+                 configure_logging=False, _node_ip_address="127.0.0.1", **extra)
     _STATE_API[ray.get_runtime_context().gcs_address] = url
     private_secrets()
 
 
-_STATE_API: dict[str, str] = {}  # GCS address of a Ray that start_ray started -> its dashboard's URL
+_STATE_API: dict[str, str | None] = {}  # GCS address of a Ray start_ray started -> its dashboard's URL (None: none)
 
 
 @contextmanager
@@ -537,7 +546,7 @@ def _run_tune(spec, base, todo: Plan, root, exp_dir, schema, address, show, num_
     use_train = r.use_train if r.use_train is not None else r.workers > 1
     n_trials = len(todo.unfinished) + todo.fresh
     ray_started = time.perf_counter()
-    start_ray(address, spec.concurrency or n_trials, num_cpus)
+    start_ray(address, spec.concurrency or n_trials, num_cpus, dashboard=use_train)
     timings["ray_start_s"] = time.perf_counter() - ray_started
     pause_at("before_trials")
     cluster = ray.cluster_resources()

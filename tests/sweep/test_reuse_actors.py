@@ -45,11 +45,14 @@ def test_a_b_a_in_one_reused_process(tmp_path):
     spec, base = load_sweep_spec(tmp_path / "reuse.yaml")
     pids = PidCallback()
     timings: dict = {}
-    start_ray(None, trial_slots=1, num_cpus=2)
-    try:
+    if ray.is_initialized():
+        ray.shutdown()
+    try:  # the sweep starts its own Ray: trials in their own process need no dashboard, none starts
         trials, _ = run_sweep(spec, base, callbacks=[pids], timings=timings)
+        webui = ray._private.worker._global_node.webui_url
     finally:
         ray.shutdown()
+    assert not webui
     assert trials.num_rows == 3
     assert len(pids.by_trial) == 3 and all(len(p) == 1 for p in pids.by_trial.values())
     assert len(set().union(*pids.by_trial.values())) == 1  # the three trials ran in one process

@@ -1,0 +1,36 @@
+"""The local Ray a sweep starts: Ray's dashboard (the State API that cleans up a stopped Ray Train
+trial's worker group) only when the trials need it, and a Ray started without it is restarted with
+it when a later sweep or run needs it."""
+
+from __future__ import annotations
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from hybridlt.sweep.tuner import own_state_api, start_ray  # noqa: E402
+
+
+def _webui() -> str:
+    return ray._private.worker._global_node.webui_url or ""
+
+
+def test_dashboard_only_when_asked_and_added_later():
+    if ray.is_initialized():
+        ray.shutdown()
+    try:
+        start_ray(None, trial_slots=1, num_cpus=2, dashboard=False)
+        assert _webui() == ""
+        first = ray.get_runtime_context().gcs_address
+        start_ray(None, trial_slots=1, num_cpus=2, dashboard=True)  # a Train sweep after a plain one
+        assert ray.get_runtime_context().gcs_address != first  # restarted
+        assert _webui().startswith("127.0.0.1:")
+        from ray.util.state import list_nodes
+
+        with own_state_api():  # the State API answers through the new dashboard
+            assert len(list_nodes()) == 1
+        with_dashboard = ray.get_runtime_context().gcs_address
+        start_ray(None, trial_slots=1, num_cpus=2, dashboard=False)  # one with a dashboard is kept
+        assert ray.get_runtime_context().gcs_address == with_dashboard
+    finally:
+        ray.shutdown()
