@@ -5,6 +5,7 @@ subclasses instead of printing and exiting)::
 
     import hybridlt
     run = hybridlt.train("configs/quickstart.yaml", overrides=["train.epochs=5"], out="runs/q5")
+    runs = hybridlt.train_seeds("configs/quickstart.yaml", [0, 1, 2], out="runs/q3", fuse=True)
     res = hybridlt.sweep("configs/sweeps/quickstart.yaml", overrides=["name=my-sweep"])
     hybridlt.export_best(res.store, "best.yaml")
     tables = hybridlt.load_results(res.store)   # .trials, .epochs, .per_class (pandas)
@@ -32,7 +33,8 @@ _SOURCE_ROOT = Path(__file__).resolve().parent.parent
 if (_SOURCE_ROOT / "pyproject.toml").is_file() and (_SOURCE_ROOT / "model" / "__init__.py").is_file():
     __path__.append(str(_SOURCE_ROOT))  # noqa: F821  (the package's own __path__)
 
-_API = ("train", "sweep", "ablate", "export_best", "load_results", "Results", "TrainResult", "SweepResult")
+_API = ("train", "train_seeds", "sweep", "ablate", "export_best", "load_results", "Results", "TrainResult",
+        "SweepResult")
 
 
 def __getattr__(name: str):

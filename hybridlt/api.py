@@ -86,6 +86,30 @@ def train(config: str | Path | dict | RunConfig | None = None, overrides: Sequen
     return TrainResult(metrics, out.resolve(), parts.config, parts.class_names, parts.class_counts, parts.groups)
 
 
+def train_seeds(config: str | Path | dict | RunConfig | None = None, seeds: Sequence[int] | None = None,
+                overrides: Sequence[str] = (), out: str | Path | None = None, fuse: bool = False,
+                resume: bool = False) -> list[TrainResult]:
+    """Train one config once per seed, each an ordinary run in ``out/seed-<s>``; one ``TrainResult`` per
+    seed, in the order given. ``fuse``: the seeds train together as one vmapped model (same results
+    as one after another, to float rounding; ``model/fused.py``). ``resume`` continues ``out`` (its
+    ``seeds.json`` names the seeds), fused or not whichever way it was started."""
+    import time
+
+    from hybridlt.sweep import run
+
+    cfg = _run_config(config, overrides)
+    if out is None:
+        if resume:
+            raise ConfigError("train --resume: --out DIR is required (the run directory to continue)")
+        out = Path("runs") / f"{cfg.name if cfg else 'run'}-seeds-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = Path(out).resolve()
+    results = []
+    for seed, _ in run.train_seeds(cfg, list(seeds) if seeds is not None else None, out, fuse, resume):
+        metrics, names, counts, groups, run_cfg = run.last_epoch_from_store(run.seed_dir(out, seed))
+        results.append(TrainResult(metrics, run.seed_dir(out, seed), run_cfg, names, counts, groups))
+    return results
+
+
 def sweep(spec: str | Path, overrides: Sequence[str] = (), resume: bool = False, address: str | None = None,
           num_cpus: int | None = None, progress: bool = False,
           show: Callable[[Any], None] | None = None) -> SweepResult:

@@ -73,6 +73,9 @@ def cmd_train(args) -> int:
                   f"few {_pct(m.get('few_acc'))}%  {m['epoch_time_s']:.1f}s/epoch")
         progress.update(state["task"], completed=m["epoch"], status=status)
 
+    seeded = args.seeds or args.fuse or (args.resume and (out / "seeds.json").is_file())
+    if seeded:
+        return _train_seeds(args, cfg, out, progress)
     if args.workers:
         from hybridlt.sweep.run import train_distributed
 
@@ -93,6 +96,54 @@ def cmd_train(args) -> int:
     console.print(per_class_report(metrics, names, counts, groups))
     console.print(summary_table(metrics, f"test accuracy (%) after {metrics['epoch']} epochs"))
     console.print(f"results: {out}/epochs, {out}/per_class (Parquet); config: {out}/config.yaml")
+    return 0
+
+
+def seeds_table(results: list[tuple[int, dict]], title: str) -> Table:
+    """One row per seed and the mean ± sample std over seeds, for the accuracy metrics."""
+    table = Table(title=title)
+    table.add_column("seed", justify="right")
+    for m in ACCURACY_METRICS:
+        table.add_column(METRICS[m].label, justify="right")
+    for seed, metrics in results:
+        table.add_row(str(seed), *(_pct(metrics.get(m)) for m in ACCURACY_METRICS))
+    if len(results) > 1:
+        cells = []
+        for m in ACCURACY_METRICS:
+            values = [r[m] for _, r in results if r.get(m) is not None]
+            mean = sum(values) / len(values) if values else math.nan
+            sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else math.nan
+            cells.append(f"{_pct(mean)} ± {_pct(sd)}")
+        table.add_row("mean ± sd", *cells, style="bold")
+    return table
+
+
+def _train_seeds(args, cfg, out: Path, progress: Progress) -> int:
+    from hybridlt.sweep.run import last_epoch_from_store, seed_dir, train_seeds
+
+    if args.fuse and not (args.seeds or (args.resume and (out / "seeds.json").is_file())):
+        raise ConfigError("--fuse: give the seeds it trains together, --seeds S1 S2 ... (or --resume a multi-seed "
+                          "--out)")
+    if args.workers:
+        raise ConfigError(f"--workers: {args.workers} with --seeds/--fuse; a multi-seed run trains in this "
+                          f"process, allowed: no --workers")
+    console.print(f"run directory: {out.resolve()}  one run per seed in seed-<s>/"
+                  f"{'  fused: the seeds train as one vmapped model' if args.fuse else ''}")
+    tasks: dict[int, int] = {}
+
+    def on_epoch(seed, m):
+        if seed not in tasks:
+            tasks[seed] = progress.add_task("train", total=None, status="")
+        status = f"seed {seed}  loss {m['loss']:.3f}  acc {_pct(m.get('acc'))}%  {m['epoch_time_s']:.1f}s/epoch"
+        progress.update(tasks[seed], completed=m["epoch"], status=status)
+
+    with progress:
+        results = train_seeds(cfg, args.seeds, out, args.fuse, args.resume, on_epoch,
+                              warn=lambda msg: print(msg, file=sys.stderr))
+    results = [(s, m or last_epoch_from_store(seed_dir(out.resolve(), s))[0]) for s, m in results]
+    epochs = max(m.get("epoch", 0) for _, m in results)
+    console.print(seeds_table(results, f"test accuracy (%) after {epochs} epochs, {len(results)} seeds"))
+    console.print(f"results: {out}/seed-<s>/epochs, per_class (Parquet); configs: {out}/seed-<s>/config.yaml")
     return 0
 
 
@@ -331,6 +382,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--cpus-per-worker", type=float, default=1.0)
     train.add_argument("--gpus-per-worker", type=float, default=0.0)
     train.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    train.add_argument("--seeds", type=int, nargs="+", metavar="S",
+                       help="train once per seed, each run in OUT/seed-<s>, and report mean ± sd")
+    train.add_argument("--fuse", action="store_true",
+                       help="with --seeds: train the seeds together as one vmapped model (model/fused.py)")
     train.set_defaults(func=cmd_train)
 
     sweep = sub.add_parser("sweep", help="run (or --resume) a sweep spec on Ray Tune")

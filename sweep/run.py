@@ -6,6 +6,7 @@ tables, one file per epoch), ``checkpoints/epoch-NNNN.pt`` (the last ``keep_chec
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -104,6 +105,105 @@ def train_local(cfg: RunConfig | None, run_dir: str | Path, resume: bool = False
     return metrics, parts
 
 
+SEEDS_FILE = "seeds.json"
+
+
+def seed_dir(run_dir: Path, seed: int) -> Path:
+    return run_dir / f"seed-{seed}"
+
+
+def _seeds_of(run_dir: Path, seeds: list[int] | None, resume: bool) -> list[int]:
+    """The seeds to run: as given, or on ``resume`` those ``run_dir`` was started with."""
+    manifest = run_dir / SEEDS_FILE
+    if resume:
+        if not manifest.is_file():
+            raise RunDirError(f"--resume: {run_dir} holds no multi-seed run (no {SEEDS_FILE}); "
+                              f"resume a one-seed run without --seeds, or start this one without --resume")
+        try:
+            saved = json.loads(manifest.read_text())["seeds"]
+            assert isinstance(saved, list) and saved and all(isinstance(x, int) for x in saved)
+        except (ValueError, KeyError, TypeError, AssertionError):
+            raise RunDirError(f"--resume: {manifest} is not a seeds file of hybridlt (a JSON object with a "
+                              f"list of integer 'seeds')") from None
+        if seeds and list(seeds) != saved:
+            raise RunDirError(f"--seeds: {list(seeds)} differs from the seeds {run_dir} was started with "
+                              f"({saved}); resume without --seeds or choose another --out")
+        return saved
+    if not seeds:
+        raise ConfigError("--seeds: give at least one seed")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds: {list(seeds)} repeats a seed; allowed: distinct integers >= 0")
+    if any(s < 0 or s > 2**32 - 1 for s in seeds):
+        raise ConfigError(f"--seeds: {list(seeds)}; allowed: integers 0 .. 4294967295")
+    return list(seeds)
+
+
+def train_seeds(cfg: RunConfig | None, seeds: list[int] | None, run_dir: str | Path, fuse: bool = False,
+                resume: bool = False, on_epoch=None, warn: Callable[[str], None] = print) -> list[tuple[int, dict]]:
+    """Train ``cfg`` once per seed, each an ordinary run in ``run_dir/seed-<s>``; returns ``(seed, last
+    metrics)`` pairs. ``fuse``: the seeds train together as one vmapped model (``model/fused.py``), same
+    results as one after another, files alike, so a fused run resumes fused or not. ``resume``: the
+    seeds ``run_dir/seeds.json`` names. ``on_epoch(seed, metrics)`` after each epoch of each seed."""
+    run_dir = Path(run_dir).resolve()
+    if cfg is None and not resume:
+        raise ConfigError("train: --config is required (or --resume with --out of an existing run)")
+    seeds = _seeds_of(run_dir, seeds, resume)
+    if not resume:
+        if (run_dir / "config.yaml").exists() or (run_dir / SEEDS_FILE).exists():
+            raise RunDirError(f"--out: {run_dir} already holds a run; pass --resume to continue it or choose "
+                              f"another --out")
+        writable_folder(run_dir, "--out")
+        write_text_atomic(json.dumps({"seeds": seeds}) + "\n", run_dir / SEEDS_FILE)
+    cfgs = [None if cfg is None else validate_run_config({**cfg.model_dump(mode="json"), "seed": s}) for s in seeds]
+
+    def hook(seed):
+        return (lambda m: on_epoch(seed, m)) if on_epoch else None
+
+    if not fuse:
+        return [(s, train_local(c, seed_dir(run_dir, s), resume, hook(s), warn=warn)[0])
+                for s, c in zip(seeds, cfgs, strict=True)]
+    cfgs = [prepare_run_dir(seed_dir(run_dir, s), c, resume) for s, c in zip(seeds, cfgs, strict=True)]
+    return list(zip(seeds, _train_fused(cfgs, [seed_dir(run_dir, s) for s in seeds], resume, hook, warn),
+                    strict=True))
+
+
+def _train_fused(cfgs: list[RunConfig], dirs: list[Path], resume: bool, hook, warn) -> list[dict]:
+    from hybridlt.model.fused import FusedObjectives, FusedTrainer, fused_optimizer
+    from hybridlt.model.optim import build_scheduler
+    from hybridlt.sweep.build import load_dataset, resolve_device
+
+    lead = cfgs[0]
+    rest = lead.model_dump(exclude={"seed"})
+    for c, d in zip(cfgs[1:], dirs[1:], strict=True):
+        if c.model_dump(exclude={"seed"}) != rest:
+            raise ConfigError(f"--fuse: {d}/config.yaml differs from {dirs[0]}/config.yaml in more than the seed "
+                              f"({_diff(rest, c.model_dump(exclude={'seed'}))}); fused trials differ only in "
+                              f"their seed")
+    if lead.train.compile:
+        raise ConfigError(f"--fuse: train.compile is {lead.train.compile!r}; fused trials run eagerly, "
+                          f"allowed: false")
+    device = resolve_device(lead.train.device)
+    data = load_dataset(lead.data)
+    parts = [build_run(c, device=device, data=data) for c in cfgs]
+    states = [latest_good_checkpoint(d, warn) for d in dirs] if resume else []
+    if any(s is not None for s in states):
+        epochs = {str(d.name): (s or {}).get("epoch", 0) for d, s in zip(dirs, states, strict=True)}
+        if len(set(epochs.values())) != 1:
+            raise RunDirError(f"--resume --fuse: the seeds stopped at different epochs ({epochs}); fused trials "
+                              f"continue from one epoch: resume without --fuse")
+    o = lead.optim
+    fused = FusedObjectives([p.trainer.core for p in parts]).to(device)
+    optimizer = fused_optimizer(fused, o.lr, o.momentum, o.weight_decay, o.nesterov)
+    scheduler = build_scheduler(optimizer, parts[0].trainer.streams.steps_per_epoch, lead.train.epochs, o.schedule,
+                                o.warmup_epochs, o.milestones, o.gamma)
+    trainer = FusedTrainer(fused, optimizer, scheduler, [p.trainer for p in parts])
+    if states and states[0] is not None:
+        trainer.load_member_states(states)
+    writers = [RunWriter(d, c.name, p.class_names, p.class_counts, c.train.keep_checkpoints, hook(c.seed))
+               for d, c, p in zip(dirs, cfgs, parts, strict=True)]
+    return trainer.fit(writers)
+
+
 def train_distributed(cfg: RunConfig | None, run_dir: str | Path, workers: int, resume: bool = False,
                       cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0, max_failures: int = 2,
                       address: str | None = None) -> dict:
@@ -149,4 +249,5 @@ def last_epoch_from_store(run_dir: str | Path):
     return metrics, [r["class_name"] for r in rows], counts, groups, cfg
 
 
-__all__ = ["train_local", "train_distributed", "RunDirError", "validate_run_config", "latest_good_checkpoint"]
+__all__ = ["train_local", "train_seeds", "train_distributed", "RunDirError", "validate_run_config",
+           "latest_good_checkpoint"]
