@@ -22,7 +22,8 @@ Needs Ray and Optuna: run it on the development machine.
     python bench/sweep_vs_optuna.py [--rounds 2] [--variants reuse optuna noreuse pending1]
 
 ``pending1``: reused actors with one trial staged at a time, as Tune does for a searcher it does not
-see wrapped in a ConcurrencyLimiter (the sweep before ``tuner.pending_trials``).
+see wrapped in a ConcurrencyLimiter (the sweep before ``tuner.pending_trials``). ``dashboard``: Ray's
+dashboard started although no trial runs Ray Train workers (the sweep before it was started only for them).
 """
 
 from __future__ import annotations
@@ -141,7 +142,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--spec", default=str(SPEC))
     parser.add_argument("--variants", nargs="+", default=["reuse", "optuna", "noreuse"],
-                        choices=["reuse", "optuna", "noreuse", "pending1"])
+                        choices=["reuse", "optuna", "noreuse", "pending1", "dashboard"])
     parser.add_argument("--optuna-child", nargs=2, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.optuna_child:
@@ -159,7 +160,8 @@ def main() -> None:
                     res = run_optuna(spec_path)
                 else:
                     res = run_sweep_cli(spec_path, variant != "noreuse", Path(tmp), f"bench-{variant}-{r}",
-                                        {"TUNE_MAX_PENDING_TRIALS_PG": "1"} if variant == "pending1" else None)
+                                        {"pending1": {"TUNE_MAX_PENDING_TRIALS_PG": "1"},
+                                         "dashboard": {"HYBRIDLT_RAY_DASHBOARD": "1"}}.get(variant))
                 res["load"] = f"{before} -> {load_avg()}"
                 res["util"] = res["busy_s"] / (res["wall_s"] * res["slots"])
                 runs[variant].append(res)
@@ -179,7 +181,8 @@ def report(runs: dict, loads: list, rounds: int, spec_path: Path) -> None:
     runs = {v: rs for v, rs in runs.items() if rs}
     label = {"reuse": "hybridlt sweep (reuse_actors, the default)",
              "noreuse": "hybridlt sweep, HYBRIDLT_REUSE_ACTORS=0", "optuna": "plain Optuna, one process",
-             "pending1": "hybridlt sweep, TUNE_MAX_PENDING_TRIALS_PG=1 (Tune's default for our searcher)"}
+             "pending1": "hybridlt sweep, TUNE_MAX_PENDING_TRIALS_PG=1 (Tune's default for our searcher)",
+             "dashboard": "hybridlt sweep, HYBRIDLT_RAY_DASHBOARD=1 (Ray's dashboard started anyway)"}
     optuna_wall = statistics.median(x["wall_s"] for x in runs["optuna"]) if runs.get("optuna") else None
     rows = []
     for variant, rs in runs.items():

@@ -546,7 +546,8 @@ def _run_tune(spec, base, todo: Plan, root, exp_dir, schema, address, show, num_
     use_train = r.use_train if r.use_train is not None else r.workers > 1
     n_trials = len(todo.unfinished) + todo.fresh
     ray_started = time.perf_counter()
-    start_ray(address, spec.concurrency or n_trials, num_cpus, dashboard=use_train)
+    dashboard = use_train or os.environ.get("HYBRIDLT_RAY_DASHBOARD") == "1"  # 1: always (benchmarks)
+    start_ray(address, spec.concurrency or n_trials, num_cpus, dashboard=dashboard)
     timings["ray_start_s"] = time.perf_counter() - ray_started
     pause_at("before_trials")
     cluster = ray.cluster_resources()
