@@ -154,15 +154,23 @@ def train_seeds(cfg: RunConfig | None, seeds: list[int] | None, run_dir: str | P
                               f"another --out")
         writable_folder(run_dir, "--out")
         write_text_atomic(json.dumps({"seeds": seeds}) + "\n", run_dir / SEEDS_FILE)
-    cfgs = [None if cfg is None else validate_run_config({**cfg.model_dump(mode="json"), "seed": s}) for s in seeds]
+    # On resume, a seed that has its config.yaml continues; one the interruption came before starts.
+    started = [resume and (seed_dir(run_dir, s) / "config.yaml").is_file() for s in seeds]
+    if cfg is None and not any(started):
+        raise RunDirError(f"--resume: no seed in {run_dir} got as far as its config.yaml; start the run again "
+                          f"with --config (and without --resume)")
+    base = cfg or load_run_config(seed_dir(run_dir, seeds[started.index(True)]) / "config.yaml", resolve_paths=False)
+    cfgs = [validate_run_config({**base.model_dump(mode="json"), "seed": s}) for s in seeds]
+    # a started seed continues with the config it was started with (checked against ``cfg`` where given)
+    given = [c if cfg is not None or not st else None for c, st in zip(cfgs, started, strict=True)]
 
     def hook(seed):
         return (lambda m: on_epoch(seed, m)) if on_epoch else None
 
     if not fuse:
-        return [(s, train_local(c, seed_dir(run_dir, s), resume, hook(s), warn=warn)[0])
-                for s, c in zip(seeds, cfgs, strict=True)]
-    cfgs = [prepare_run_dir(seed_dir(run_dir, s), c, resume) for s, c in zip(seeds, cfgs, strict=True)]
+        return [(s, train_local(g, seed_dir(run_dir, s), st, hook(s), warn=warn)[0])
+                for s, g, st in zip(seeds, given, started, strict=True)]
+    cfgs = [prepare_run_dir(seed_dir(run_dir, s), g, st) for s, g, st in zip(seeds, given, started, strict=True)]
     return list(zip(seeds, _train_fused(cfgs, [seed_dir(run_dir, s) for s in seeds], resume, hook, warn),
                     strict=True))
 

@@ -117,6 +117,26 @@ def test_interrupted_fused_run_resumes_fused_or_not(tmp_path, tiny_cfg):
         assert list(epochs_of(tmp_path / "ragged" / f"seed-{s}")["epoch"]) == [1, 2]  # none twice
 
 
+def test_interrupted_seed_by_seed_run_resumes_and_starts_the_seeds_it_had_not_reached(tmp_path, tiny_cfg):
+    cfg = tiny_cfg()
+    train_seeds(cfg, [0, 1, 2], tmp_path / "straight")
+
+    def crash(seed, metrics):
+        if seed == 1 and metrics["epoch"] == 1:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train_seeds(cfg, [0, 1, 2], tmp_path / "split", on_epoch=crash)
+    assert not (tmp_path / "split" / "seed-2").exists()  # never reached
+    results = train_seeds(None, None, tmp_path / "split", resume=True)
+    assert [(s, m.get("epoch")) for s, m in results] == [(0, None), (1, 2), (2, 2)]  # seed 0 had finished
+    for s in (0, 1, 2):
+        assert_same_run(tmp_path / "straight" / f"seed-{s}", tmp_path / "split" / f"seed-{s}", 0.0)
+        assert list(epochs_of(tmp_path / "split" / f"seed-{s}")["epoch"]) == [1, 2]
+    assert (tmp_path / "split" / "seed-2" / "config.yaml").read_text() == \
+        (tmp_path / "straight" / "seed-2" / "config.yaml").read_text()
+
+
 def test_fuse_refuses_what_it_cannot_fuse(tmp_path, tiny_cfg):
     with pytest.raises(Exception, match="train.compile"):
         train_seeds(tiny_cfg("train.compile=true"), [0, 1], tmp_path / "c", fuse=True)
