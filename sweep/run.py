@@ -148,6 +148,8 @@ def train_seeds(cfg: RunConfig | None, seeds: list[int] | None, run_dir: str | P
     if cfg is None and not resume:
         raise ConfigError("train: --config is required (or --resume with --out of an existing run)")
     seeds = _seeds_of(run_dir, seeds, resume)
+    if fuse and cfg is not None:
+        _check_fusable(cfg)
     if not resume:
         if (run_dir / "config.yaml").exists() or (run_dir / SEEDS_FILE).exists():
             raise RunDirError(f"--out: {run_dir} already holds a run; pass --resume to continue it or choose "
@@ -175,6 +177,12 @@ def train_seeds(cfg: RunConfig | None, seeds: list[int] | None, run_dir: str | P
                     strict=True))
 
 
+def _check_fusable(cfg: RunConfig) -> None:
+    if cfg.train.compile:
+        raise ConfigError(f"--fuse: train.compile is {cfg.train.compile!r}; fused trials run eagerly, "
+                          f"allowed: false")
+
+
 def _train_fused(cfgs: list[RunConfig], dirs: list[Path], resume: bool, hook, warn) -> list[dict]:
     from hybridlt.model.fused import FusedObjectives, FusedTrainer, fused_optimizer
     from hybridlt.model.optim import build_scheduler
@@ -187,9 +195,7 @@ def _train_fused(cfgs: list[RunConfig], dirs: list[Path], resume: bool, hook, wa
             raise ConfigError(f"--fuse: {d}/config.yaml differs from {dirs[0]}/config.yaml in more than the seed "
                               f"({_diff(rest, c.model_dump(exclude={'seed'}))}); fused trials differ only in "
                               f"their seed")
-    if lead.train.compile:
-        raise ConfigError(f"--fuse: train.compile is {lead.train.compile!r}; fused trials run eagerly, "
-                          f"allowed: false")
+    _check_fusable(lead)
     device = resolve_device(lead.train.device)
     data = load_dataset(lead.data)
     parts = [build_run(c, device=device, data=data) for c in cfgs]
