@@ -501,8 +501,12 @@ def run_sweep(spec: SweepSpec, base, resume: bool = False, address: str | None =
             _run_tune(spec, base, todo, root, exp_dir, schema, address, show, num_cpus, callbacks, resume_command,
                       timings)
         if spec.search.algorithm != "grid":
-            from hybridlt.sweep.study import close_orphans
+            from hybridlt.sweep.searcher import optuna_study
+            from hybridlt.sweep.study import close_orphans, open_storage, study_url
 
+            final = read_dataset(root, "trials")
+            rows = {r["trial_id"]: r for r in final.to_pylist()} if final is not None else {}
+            optuna_study(spec, _history(spec, root, rows), open_storage(study_url(spec)))  # none untold
             close_orphans(spec)  # every planned trial ended: a study trial still RUNNING never will
         if len(spec.objective.metrics) > 1:
             _write_pareto(spec, root)

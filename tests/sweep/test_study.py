@@ -173,3 +173,28 @@ def test_a_study_password_keeps_the_sweep_folder_private(tmp_path, url, private)
     spec = SweepSpec(name="s", base={}, space={}, search={"storage": url} if url else {})
     assert private_sweep_folder(spec, folder) is private
     assert folder.stat().st_mode & 0o777 == (0o700 if private else 0o755)
+
+
+def test_a_resumed_study_gets_the_finished_trials_it_was_never_told(tmp_path):
+    """A driver killed after a trial's store row was written but before the study was told: the
+    resume's study finishes that trial's RUNNING study trial, adds a finished trial it never had, and
+    leaves a trial it was told alone (no duplicate)."""
+    from optuna.trial import TrialState
+
+    from hybridlt.sweep.searcher import optuna_study
+    from hybridlt.sweep.study import TRIAL_ATTR
+
+    spec, _ = load_sweep_spec(ROOT / "configs" / "sweeps" / "quickstart.yaml")
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=url, study_name=spec.name, direction="maximize")
+    running = study.ask()
+    running.set_user_attr(TRIAL_ATTR, "killed-before-tell")
+    told = study.ask()
+    told.set_user_attr(TRIAL_ATTR, "told")
+    study.tell(told, 0.7)
+    history = [("killed-before-tell", {}, [0.61]), ("told", {}, [0.7]), ("never-asked", {}, None)]
+    optuna_study(spec, history, optuna.storages.RDBStorage(url))
+    after = {t.user_attrs[TRIAL_ATTR]: (t.state, t.values) for t in optuna.load_study(
+        study_name=spec.name, storage=url).get_trials()}
+    assert after == {"killed-before-tell": (TrialState.COMPLETE, [0.61]), "told": (TrialState.COMPLETE, [0.7]),
+                     "never-asked": (TrialState.FAIL, None)}
