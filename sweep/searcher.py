@@ -74,10 +74,9 @@ def _directions(spec: SweepSpec) -> list[str]:
 
 def optuna_study(spec: SweepSpec, history: list[tuple[dict, list[float] | None]], storage=None):
     """The sweep's study in ``storage`` (default: in memory), holding every trial of ``history``
-    ((trial id, params, objective values or None if failed): the store's finished trials). A study
-    that holds no trials is filled from it; one that does gets the finished trials it was never told
-    (a driver killed after a trial's row was written, before the study heard of it): their own
-    RUNNING study trial is finished, or the trial is added."""
+    ((trial id, params, objective values or None if failed): the store's finished trials). Each one
+    the study was never told (a lost study; a driver killed after a trial's row was written, before
+    the study heard of it) finishes its own RUNNING study trial or is added (``finish_continued``)."""
     import optuna
 
     from hybridlt.sweep.study import TRIAL_ATTR
@@ -85,25 +84,11 @@ def optuna_study(spec: SweepSpec, history: list[tuple[dict, list[float] | None]]
     storage = storage if storage is not None else optuna.storages.InMemoryStorage()
     study = optuna.create_study(storage=storage, study_name=spec.name, directions=_directions(spec),
                                 load_if_exists=True)
-    trials = study.get_trials(deepcopy=False)
-    if trials:  # the same database: add only what it missed
-        told = {t.user_attrs.get(TRIAL_ATTR) for t in trials if t.state.is_finished()}
-        for trial_id, params, values in history:
-            if trial_id not in told:
-                bad = values is None or any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values)
-                finish_continued(study, spec, trial_id, params, None if bad else values)
-        return storage
-    dists = distributions(spec)
+    told = {t.user_attrs.get(TRIAL_ATTR) for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
     for trial_id, params, values in history:
-        known = {k: v for k, v in params.items() if k in dists}
-        bad = values is None or any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values)
-        state = optuna.trial.TrialState.FAIL if bad else optuna.trial.TrialState.COMPLETE
-        try:
-            study.add_trial(optuna.trial.create_trial(params=known, distributions={k: dists[k] for k in known},
-                                                      values=None if bad else values, state=state,
-                                                      user_attrs={TRIAL_ATTR: trial_id}))
-        except ValueError:
-            continue  # a value outside today's space (the spec changed): Optuna cannot hold it
+        if trial_id not in told:
+            bad = values is None or any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values)
+            finish_continued(study, spec, trial_id, params, None if bad else values)
     return storage
 
 

@@ -500,19 +500,19 @@ def run_sweep(spec: SweepSpec, base, resume: bool = False, address: str | None =
         if todo.unfinished or todo.fresh:
             _run_tune(spec, base, todo, root, exp_dir, schema, address, show, num_cpus, callbacks, resume_command,
                       timings)
+        trials = read_dataset(root, "trials")
+        rows = {r["trial_id"]: r for r in trials.to_pylist()} if trials is not None else {}
         if spec.search.algorithm != "grid":
             from hybridlt.sweep.searcher import optuna_study
             from hybridlt.sweep.study import close_orphans, open_storage, study_url
 
-            final = read_dataset(root, "trials")
-            rows = {r["trial_id"]: r for r in final.to_pylist()} if final is not None else {}
             optuna_study(spec, _history(spec, root, rows), open_storage(study_url(spec)))  # none untold
             close_orphans(spec)  # every planned trial ended: a study trial still RUNNING never will
         if len(spec.objective.metrics) > 1:
-            _write_pareto(spec, root)
+            _write_pareto(spec, root, trials)
     finally:
         lock.release()
-    return read_dataset(root, "trials"), time.time() - started_at
+    return trials, time.time() - started_at
 
 
 def _report_plan(todo: Plan, root: Location, exp_dir: str, show) -> None:
@@ -662,10 +662,9 @@ def _max_epochs(spec: SweepSpec, base) -> int:
     return int(max(param.values)) if param is not None else base.train.epochs
 
 
-def _write_pareto(spec: SweepSpec, root: Location) -> None:
+def _write_pareto(spec: SweepSpec, root: Location, trials: pa.Table | None) -> None:
     from hybridlt.sweep.store import write_table_atomic
 
-    trials = read_dataset(root, "trials")
     if trials is None:
         return
     rows = trials.to_pylist()
