@@ -59,6 +59,17 @@ def _run_config(config: str | Path | dict | RunConfig | None, overrides: Sequenc
     return load_run_config(config, list(overrides))
 
 
+def _out_dir(out: str | Path | None, cfg: RunConfig | None, resume: bool, kind: str = "") -> Path:
+    """``out``, or on a new run ``runs/<name><kind>-<time>``; a resume must name its directory."""
+    import time
+
+    if out is not None:
+        return Path(out)
+    if resume:
+        raise ConfigError("train --resume: --out DIR is required (the run directory to continue)")
+    return Path("runs") / f"{cfg.name if cfg else 'run'}{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
 def train(config: str | Path | dict | RunConfig | None = None, overrides: Sequence[str] = (),
           out: str | Path | None = None, resume: bool = False, workers: int | None = None,
           progress: bool = False, address: str | None = None) -> TrainResult:
@@ -66,16 +77,10 @@ def train(config: str | Path | dict | RunConfig | None = None, overrides: Sequen
 
     With ``workers`` the run goes through Ray Train with that many DDP workers.
     """
-    import time
-
     from hybridlt.sweep.run import last_epoch_from_store, train_distributed, train_local
 
     cfg = _run_config(config, overrides)
-    if out is None:
-        if resume:
-            raise ConfigError("train --resume: --out DIR is required (the run directory to continue)")
-        out = Path("runs") / f"{cfg.name if cfg else 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out = Path(out)
+    out = _out_dir(out, cfg, resume)
     if workers:
         train_distributed(cfg, out, workers, resume, address=address)
         metrics, names, counts, groups, run_cfg = last_epoch_from_store(out)
@@ -93,16 +98,10 @@ def train_seeds(config: str | Path | dict | RunConfig | None = None, seeds: Sequ
     seed, in the order given. ``fuse``: the seeds train together as one vmapped model (same results
     as one after another, to float rounding; ``model/fused.py``). ``resume`` continues ``out`` (its
     ``seeds.json`` names the seeds), fused or not whichever way it was started."""
-    import time
-
     from hybridlt.sweep import run
 
     cfg = _run_config(config, overrides)
-    if out is None:
-        if resume:
-            raise ConfigError("train --resume: --out DIR is required (the run directory to continue)")
-        out = Path("runs") / f"{cfg.name if cfg else 'run'}-seeds-{time.strftime('%Y%m%d-%H%M%S')}"
-    out = Path(out).resolve()
+    out = _out_dir(out, cfg, resume, "-seeds").resolve()
     results = []
     for seed, _ in run.train_seeds(cfg, list(seeds) if seeds is not None else None, out, fuse, resume):
         metrics, names, counts, groups, run_cfg = run.last_epoch_from_store(run.seed_dir(out, seed))

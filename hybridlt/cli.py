@@ -73,9 +73,11 @@ def cmd_train(args) -> int:
                   f"few {_pct(m.get('few_acc'))}%  {m['epoch_time_s']:.1f}s/epoch")
         progress.update(state["task"], completed=m["epoch"], status=status)
 
-    seeded = args.seeds or args.fuse or (args.resume and (out / "seeds.json").is_file())
-    if seeded:
-        return _train_seeds(args, cfg, out, progress)
+    from hybridlt.sweep.run import SEEDS_FILE
+
+    resuming_seeds = args.resume and (out / SEEDS_FILE).is_file()
+    if args.seeds or args.fuse or resuming_seeds:
+        return _train_seeds(args, cfg, out, progress, resuming_seeds)
     if args.workers:
         from hybridlt.sweep.run import train_distributed
 
@@ -108,20 +110,17 @@ def seeds_table(results: list[tuple[int, dict]], title: str) -> Table:
     for seed, metrics in results:
         table.add_row(str(seed), *(_pct(metrics.get(m)) for m in ACCURACY_METRICS))
     if len(results) > 1:
-        cells = []
-        for m in ACCURACY_METRICS:
-            values = [r[m] for _, r in results if r.get(m) is not None]
-            mean = sum(values) / len(values) if values else math.nan
-            sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else math.nan
-            cells.append(f"{_pct(mean)} ± {_pct(sd)}")
-        table.add_row("mean ± sd", *cells, style="bold")
+        from hybridlt.sweep.paired import mean_ci
+
+        stats = [mean_ci([r[m] for _, r in results if r.get(m) is not None])[:2] for m in ACCURACY_METRICS]
+        table.add_row("mean ± sd", *(f"{_pct(mean)} ± {_pct(sd)}" for mean, sd in stats), style="bold")
     return table
 
 
-def _train_seeds(args, cfg, out: Path, progress: Progress) -> int:
+def _train_seeds(args, cfg, out: Path, progress: Progress, resuming_seeds: bool) -> int:
     from hybridlt.sweep.run import last_epoch_from_store, seed_dir, train_seeds
 
-    if args.fuse and not (args.seeds or (args.resume and (out / "seeds.json").is_file())):
+    if args.fuse and not (args.seeds or resuming_seeds):
         raise ConfigError("--fuse: give the seeds it trains together, --seeds S1 S2 ... (or --resume a multi-seed "
                           "--out)")
     if args.workers:
