@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torchvision.io import ImageReadMode, decode_image
-from torchvision.transforms import v2
 
+# torchvision is imported where images are decoded or transformed, not here: its import pulls in
+# torch._dynamo (~1.5 s), and every sweep driver and trial process imports this module.
 from hybridlt.data.dataset import DATASETS
 from hybridlt.errors import InputError
 
@@ -153,6 +153,8 @@ def decode_rgb(path: Path, min_side: int | None = None, max_pixels: int = MAX_IM
             with Image.open(path) as img:
                 img.draft("RGB", (min_side, min_side))
                 return pil_to_tensor(img.convert("RGB"))
+        from torchvision.io import ImageReadMode, decode_image
+
         return decode_image(str(path), mode=ImageReadMode.RGB)
     except (RuntimeError, OSError, ValueError) as exc:
         raise ImageListError(f"{path}: cannot decode image ({exc})") from exc
@@ -189,6 +191,8 @@ class TwoViews:
 
 def train_transform(size: int, jitter: tuple[float, float, float, float] | None, jitter_p: float = 0.8,
                     grayscale_p: float = 0.2, flip: bool = True):
+    from torchvision.transforms import v2
+
     ops = [v2.RandomResizedCrop(size, antialias=True)]
     if flip:
         ops.append(v2.RandomHorizontalFlip())
@@ -200,6 +204,8 @@ def train_transform(size: int, jitter: tuple[float, float, float, float] | None,
 
 
 def eval_transform(size: int):
+    from torchvision.transforms import v2
+
     return v2.Compose([v2.Resize(int(round(size / 0.875)), antialias=True), v2.CenterCrop(size),
                        v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 

@@ -76,6 +76,18 @@ def test_the_dashboard_never_imports_torch(tmp_path):
     assert done.stdout.strip() == "[]"
 
 
+
+def test_torchvision_is_imported_only_where_images_are_read(tmp_path):
+    """Its import pulls in torch._dynamo (~1.5 s a process): not in the CLI, a sweep's trial code or a
+    run on the embedded data; a dataset that decodes images still gets it."""
+    done = _python("import sys, hybridlt.cli, hybridlt.sweep.trial, hybridlt.sweep.run\n"
+                   "before = 'torchvision' in sys.modules\n"
+                   "from hybridlt.data.image_list import eval_transform\n"
+                   "eval_transform(32)\n"
+                   "print(before, 'torchvision' in sys.modules)", tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True"]
+
 @pytest.fixture
 def foreign_folder(tmp_path):
     """A working folder full of the user's own code named like our rooms, each failing loudly if imported."""
