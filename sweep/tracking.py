@@ -15,14 +15,15 @@ logger callbacks, run on the driver.
   project ``tracking.project``, group = the sweep name. Offline runs land in
   ``<storage>/<name>/wandb/`` for a local sweep (the driver's working folder for an object-store
   one); ``wandb sync`` uploads them later. Online needs ``WANDB_API_KEY``.
+
+Each tracker's package, and Ray's integration with it, is imported only when the spec asks for it
+(Ray's MLflow integration imports mlflow: 0.75 s on the driver of every sweep otherwise).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-
-from ray.air.integrations.mlflow import MLflowLoggerCallback
 
 from hybridlt.errors import InputError
 
@@ -37,23 +38,6 @@ def last_per_class(root, trial_id: str):
     frame = table.to_pandas()
     frame = frame[frame.epoch == frame.epoch.max()]
     return frame.sort_values(["train_count", "class_index"], ascending=[False, True]).reset_index(drop=True)
-
-
-class MLflowCallback(MLflowLoggerCallback):
-    """Ray's MLflow logger plus, at each trial's end, its per-class accuracy as one MLflow table."""
-
-    def __init__(self, tracking_uri: str, experiment_name: str, results_root, tags: dict | None = None):
-        super().__init__(tracking_uri=tracking_uri, experiment_name=experiment_name, tags=tags)
-        self.results_root = results_root
-
-    def log_trial_end(self, trial, failed: bool = False):
-        run_id = self._trial_runs.get(trial)
-        if run_id is not None:
-            frame = last_per_class(self.results_root, trial.trial_id)
-            if frame is not None:
-                self.mlflow_util._mlflow.MlflowClient(self.tracking_uri).log_table(
-                    run_id, data=frame.drop(columns=["trial_id"]), artifact_file="per_class.json")
-        super().log_trial_end(trial, failed)
 
 
 def wandb_dir(spec) -> str:
@@ -73,6 +57,8 @@ def tracker_callbacks(spec, results_root) -> list:
         except ImportError:
             raise InputError("tracking.mlflow: the mlflow package is not installed "
                              "(pip install 'hybridlt[tracking]')") from None
+        from hybridlt.sweep.mlflow_callback import MLflowCallback
+
         callbacks.append(MLflowCallback(t.mlflow, project, results_root, tags={"hybridlt_sweep": spec.name}))
     if t.tensorboard:
         try:

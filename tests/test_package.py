@@ -88,6 +88,21 @@ def test_torchvision_is_imported_only_where_images_are_read(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "True"]
 
+
+def test_a_sweep_without_trackers_does_not_import_mlflow(tmp_path):
+    """Ray's MLflow integration imports mlflow (0.75 s): only a spec with tracking.mlflow loads it."""
+    done = _python("import sys, hybridlt.cli, hybridlt.sweep.tuner, hybridlt.sweep.tracking\n"
+                   "from hybridlt.sweep.spec import load_sweep_spec\n"
+                   f"quick = {str(ROOT / 'configs' / 'sweeps' / 'quickstart.yaml')!r}\n"
+                   "spec = load_sweep_spec(quick)[0]\n"
+                   "assert hybridlt.sweep.tracking.tracker_callbacks(spec, None) == []\n"
+                   "before = 'mlflow' in sys.modules\n"
+                   "spec = load_sweep_spec(quick, ['tracking.mlflow=file:///x'])[0]\n"
+                   "kinds = [type(c).__name__ for c in hybridlt.sweep.tracking.tracker_callbacks(spec, None)]\n"
+                   "print(before, 'mlflow' in sys.modules, kinds)", tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True", "['MLflowCallback']"]
+
 @pytest.fixture
 def foreign_folder(tmp_path):
     """A working folder full of the user's own code named like our rooms, each failing loudly if imported."""
