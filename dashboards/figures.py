@@ -383,9 +383,10 @@ def group_stats_figure(report: pd.DataFrame, note: str) -> go.Figure:
                                            f"(95% CI, %{{customdata}} seeds)<extra></extra>"))
     fig.update_yaxes(title_text="accuracy % (mean, 95% CI over seeds)", range=[0, 105])
     fig.update_xaxes(type="category")
-    return _layout(fig, f"Head / medium / tail by group<br><sup>{note}</sup>", 400, barmode="group",
-                   legend={"orientation": "h", "y": 1.12, "x": 1, "xanchor": "right"},
-                   margin={"l": 60, "r": 20, "t": 70, "b": 45})
+    # the legend under the bars: above them it ran into the budget line in a narrow side-by-side card
+    return _layout(fig, f"Head / medium / tail by group<br><sup>{note}</sup>", 420, barmode="group",
+                   legend={"orientation": "h", "yanchor": "top", "y": -0.12, "x": 0},
+                   margin={"l": 60, "r": 20, "t": 70, "b": 70})
 
 
 def curve_bands_figure(bands: pd.DataFrame, metric: str, colors: dict[str, str]) -> go.Figure:
