@@ -57,6 +57,8 @@ def build_run(cfg: RunConfig, rank: int = 0, world_size: int = 1, device: torch.
     device = device or resolve_device(cfg.train.device, rank)
     if device.type == "cuda":  # fixed input shapes: let cuDNN time its algorithms once and keep the fastest
         torch.backends.cudnn.benchmark = True
+    if cfg.train.threads is not None:  # the sweep trial's count, in an exported best config: its numbers
+        torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.seed)
     data = data if data is not None else load_dataset(cfg.data)
     if len(data.test_labels) == 0:

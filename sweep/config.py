@@ -197,6 +197,9 @@ class TrainConfig(Section):
     eval_every: Int = Field(1, ge=1, description="epochs between evaluations (the last epoch and "
                                                   "every scheduler rung always)")
     keep_checkpoints: Int = Field(2, ge=1)
+    threads: Int | None = Field(None, ge=1, le=4096, description=(
+        "intra-op CPU threads (torch.set_num_threads); null: a sweep trial uses the CPUs it holds and "
+        "records that number, a train run torch's default. Float sums differ between thread counts"))
 
     @field_validator("compile", mode="before")
     @classmethod

@@ -383,4 +383,8 @@ def exported_config(row: dict, root, metric: str, header: str | None = None) -> 
     shown = "-" if value is None or value != value else f"{100 * value:.1f}"
     rule = f"; chosen by {row['_rule']}" if row.get("_rule") else ""
     first = header or f"# trial {row['trial_id']} of {root}: final {metric} {shown}%{rule}"
+    threads = (cfg.get("train") or {}).get("threads")
+    if threads is not None:  # recorded by the trial: float sums differ between thread counts
+        first += (f"\n# train.threads: {threads}, as the trial ran: the same numbers on the same machine "
+                  f"(--set train.threads=null: torch's default)")
     return first + "\n" + yaml.safe_dump(cfg, sort_keys=False)

@@ -6,6 +6,7 @@ tables, one file per epoch), ``checkpoints/epoch-NNNN.pt`` (the last ``keep_chec
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable
@@ -87,6 +88,22 @@ class RunWriter:
             self.on_epoch(metrics)
 
 
+def keeps_torch_threads(fn):
+    """Restore torch's intra-op thread count after ``fn``: ``train.threads`` sets it for the run only
+    (a notebook that trains an exported config goes on with the threads it had)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        import torch
+
+        threads = torch.get_num_threads()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_num_threads(threads)
+    return wrapper
+
+
+@keeps_torch_threads
 def train_local(cfg: RunConfig | None, run_dir: str | Path, resume: bool = False, on_epoch=None,
                 on_start=None, warn: Callable[[str], None] = print) -> tuple[dict, object]:
     """Train (or resume) one run in this process; returns the last metrics and the run parts."""
@@ -138,6 +155,7 @@ def _seeds_of(run_dir: Path, seeds: list[int] | None, resume: bool) -> list[int]
     return list(seeds)
 
 
+@keeps_torch_threads
 def train_seeds(cfg: RunConfig | None, seeds: list[int] | None, run_dir: str | Path, fuse: bool = False,
                 resume: bool = False, on_epoch=None, warn: Callable[[str], None] = print) -> list[tuple[int, dict]]:
     """Train ``cfg`` once per seed, each an ordinary run in ``run_dir/seed-<s>``; returns ``(seed, last

@@ -25,7 +25,7 @@ from hybridlt.model.checkpoint import CheckpointError, load_checkpoint, load_new
 from hybridlt.sweep.build import build_run
 from hybridlt.sweep.config import RunConfig, validate_run_config
 from hybridlt.sweep.faults import pause_at
-from hybridlt.sweep.isolation import reset_trial_process
+from hybridlt.sweep.isolation import reset_trial_process, trial_threads
 from hybridlt.sweep.results import ResultsWriter
 from hybridlt.sweep.spec import apply_params
 from hybridlt.sweep.store import Location, write_text_atomic
@@ -299,6 +299,9 @@ def trial_main(params: dict, ctx: TrialContext) -> None:
     trial_id = params.pop(STORE_ID, None) or tune.get_context().get_trial_id()
     pause_at("trial_start")
     cfg = apply_params(ctx.base, params, ctx.space)
+    if cfg.train.threads is None:  # recorded as trained: an exported config then reproduces the trial
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(
+            update={"threads": trial_threads(ctx.cpus_per_worker)})})
     loop_config = {"cfg": cfg.model_dump(mode="json"), "trial_id": trial_id, "results_root": ctx.results_root,
                    "params": params, "cpus": ctx.cpus_per_worker, "milestones": list(ctx.milestones)}
     if not ctx.use_train:

@@ -72,6 +72,25 @@ def test_sweep_export_and_load_results_api(tmp_path, local_ray, capsys, monkeypa
     assert len(tables.epochs) == 4 and len(tables.per_class) == 40
 
 
+def test_the_exported_best_config_reproduces_its_trial(tmp_path, local_ray):
+    """The one final run of the exported config gives the trial's numbers: the trial ran on the one
+    thread its CPU allows, this process has 2 (conftest), and float sums differ between the two."""
+    import torch
+
+    res = hybridlt.sweep(_spec(tmp_path, "repro"))
+    best = hybridlt.export_best(res.store, tmp_path / "best.yaml")
+    text = (tmp_path / "best.yaml").read_text()
+    assert yaml.safe_load(text)["train"]["threads"] == 1 and "# train.threads: 1, as the trial ran" in text
+    assert torch.get_num_threads() == 2
+    run = hybridlt.train(tmp_path / "best.yaml", out=tmp_path / "final")
+    assert torch.get_num_threads() == 2  # train.threads held for the run only
+    tables = hybridlt.load_results(res.store)
+    trial = tables.epochs[tables.epochs.trial_id == best["trial_id"]].sort_values("epoch")
+    final = hybridlt.load_results(run.run_dir).epochs.sort_values("epoch")
+    for column in ("loss", "acc", "few_acc"):  # bit-identical, not approximately equal
+        assert trial[column].tolist() == final[column].tolist(), column
+
+
 def test_ablate_api_runs_variants_by_seeds_and_reports(tmp_path, local_ray):
     doc = {"name": "abl", "storage": str(tmp_path / "abl"), "base": QUICK, "overrides": [*TINY, "train.epochs=1",
            "optim.warmup_epochs=0"], "variants": {"sc": ["loss.contrastive=sc"], "psc": ["loss.contrastive=psc"]},
