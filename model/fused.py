@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from hybridlt.model.train import NonFiniteLossError, Report, Trainer
+from hybridlt.model.train import NonFiniteLossError, Report, Trainer, epoch_metrics, restore_rng, rng_state
 
 
 class FusedObjectives(nn.Module):
@@ -107,11 +107,8 @@ class FusedTrainer:
         optimizer = {"param_groups": copy.deepcopy(full["param_groups"]),
                      "state": {k: {n: v[i].clone() if torch.is_tensor(v) and v.dim() else v for n, v in st.items()}
                                for k, st in full["state"].items()}}
-        state = {"model": {n: v.clone() for n, v in self.fused.trial_state(i).items()}, "optimizer": optimizer,
-                 "scheduler": self.scheduler.state_dict(), "epoch": epochs_done, "torch_rng": torch.get_rng_state()}
-        if self.device.type == "cuda":
-            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
-        return state
+        return {"model": {n: v.clone() for n, v in self.fused.trial_state(i).items()}, "optimizer": optimizer,
+                "scheduler": self.scheduler.state_dict(), "epoch": epochs_done, **rng_state(self.device)}
 
     def load_member_states(self, states: list[dict]) -> None:
         """Continue from one checkpoint per member, all of the same epoch (separate or fused runs' alike)."""
@@ -128,9 +125,7 @@ class FusedTrainer:
                        for n, v in st.items()} for k, st in first["state"].items()}
         self.optimizer.load_state_dict({"param_groups": first["param_groups"], "state": stacked})
         self.scheduler.load_state_dict(states[0]["scheduler"])
-        torch.set_rng_state(states[0]["torch_rng"].cpu())
-        if "cuda_rng" in states[0] and self.device.type == "cuda":
-            torch.cuda.set_rng_state(states[0]["cuda_rng"].cpu(), self.device)
+        restore_rng(states[0], self.device)
         self.start_epoch = epochs.pop()
 
     def train_epoch(self, epoch: int) -> list[dict]:
@@ -168,10 +163,7 @@ class FusedTrainer:
                                          f"of fused trial {i + 1}")
         means = (sums / max(steps, 1)).tolist()
         lr = self.scheduler.get_last_lr()[0]
-        return [{"epoch": epoch + 1, "loss": m[0], "con_loss": None if frozen else m[1], "ce_loss": m[2],
-                 "alpha": a, "lr": lr, "steps": steps, "epoch_time_s": seconds,
-                 "images_per_s": images / seconds if seconds else 0.0,
-                 "data_wait_s": float(getattr(t.streams, "data_wait_s", 0.0))}
+        return [epoch_metrics(epoch, m, frozen, a, lr, steps, seconds, images, t.streams)
                 for m, a, t in zip(means, alphas, self.trainers, strict=True)]
 
     def fit(self, reports: list[Report]) -> list[dict]:
@@ -181,14 +173,9 @@ class FusedTrainer:
             done = epoch + 1
             results = self.train_epoch(epoch)
             for i, (metrics, trainer) in enumerate(zip(results, self.trainers, strict=True)):
-                metrics["eval_time_s"] = 0.0
-                if lead.evaluates(done):
-                    start = time.perf_counter()
+                if lead.evaluates(done):  # the member's weights into its own (unfused) module first
                     trainer.core.load_state_dict(self.fused.trial_state(i))
-                    net = trainer.core.net
-                    net.eval()
-                    metrics.update(trainer.evaluate(net))
-                    metrics["eval_time_s"] = time.perf_counter() - start
+                trainer.evaluate_into(metrics, done)
             for i, (metrics, report) in enumerate(zip(results, reports, strict=True)):
                 report(metrics, self.member_state(i, done) if lead.checkpoints(done) else None)
         return results

@@ -24,6 +24,31 @@ class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the message names the epoch and step (1-based)."""
 
 
+def rng_state(device: torch.device) -> dict:
+    """The generators a checkpoint carries: torch's CPU one, and the device's on CUDA."""
+    state = {"torch_rng": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore_rng(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch_rng"].cpu())
+    if "cuda_rng" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
+
+
+def epoch_metrics(epoch: int, means: list[float], frozen: bool, alpha: float, lr: float, steps: int,
+                  seconds: float, images: int, streams) -> dict:
+    """One epoch's training metrics (``means``: loss, contrastive loss, cross-entropy over its steps)."""
+    return {
+        "epoch": epoch + 1, "loss": means[0], "con_loss": None if frozen else means[1], "ce_loss": means[2],
+        "alpha": alpha, "lr": lr, "steps": steps, "epoch_time_s": seconds,
+        "images_per_s": images / seconds if seconds else 0.0,
+        "data_wait_s": float(getattr(streams, "data_wait_s", 0.0)),
+    }
+
+
 def unwrap(module: nn.Module) -> nn.Module:
     """The module inside DDP and/or ``torch.compile`` wrappers."""
     while hasattr(module, "module") or hasattr(module, "_orig_mod"):
@@ -62,25 +87,15 @@ class Trainer:
         return torch.bfloat16 if self.amp and self.device.type == "cuda" else None
 
     def state_dict(self, epochs_done: int) -> dict:
-        state = {
-            "model": self.core.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "epoch": epochs_done,
-            "torch_rng": torch.get_rng_state(),
-        }
-        if self.device.type == "cuda":
-            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
-        return state
+        return {"model": self.core.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "epoch": epochs_done, **rng_state(self.device)}
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from a checkpoint: the next epoch run is ``state['epoch']`` (0-based)."""
         self.core.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"].cpu())
-        if "cuda_rng" in state and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
+        restore_rng(state, self.device)
         self.start_epoch = int(state["epoch"])
 
     def train_epoch(self, epoch: int) -> dict:
@@ -108,12 +123,8 @@ class Trainer:
             raise NonFiniteLossError(f"loss is not finite at epoch {epoch + 1}, step {bad + 1} "
                                      f"(mean loss this epoch {sums[0].item() / max(steps, 1)})")
         means = (sums / max(steps, 1)).tolist()
-        return {
-            "epoch": epoch + 1, "loss": means[0], "con_loss": None if frozen else means[1],
-            "ce_loss": means[2], "alpha": alpha, "lr": self.scheduler.get_last_lr()[0],
-            "steps": steps, "epoch_time_s": seconds, "images_per_s": images / seconds if seconds else 0.0,
-            "data_wait_s": float(getattr(self.streams, "data_wait_s", 0.0)),
-        }
+        return epoch_metrics(epoch, means, frozen, alpha, self.scheduler.get_last_lr()[0], steps, seconds, images,
+                             self.streams)
 
     def step(self, cx, cy, ex, ey, alpha: float, epoch: int, frozen: bool = False) -> torch.Tensor:
         """One optimiser step; returns ``(loss, con_loss, ce_loss)`` as a float64 tensor on the device.
@@ -138,6 +149,17 @@ class Trainer:
         milestone (a trial stopped at a rung keeps its state there), and the last."""
         return done == self.epochs or done % self.checkpoint_every == 0 or done in self.milestones
 
+    def evaluate_into(self, metrics: dict, done: int) -> None:
+        """Add the evaluation of ``self.core.net`` to epoch ``done``'s ``metrics`` when that epoch is
+        evaluated, and ``eval_time_s`` (0 when it is not)."""
+        metrics["eval_time_s"] = 0.0
+        if self.evaluates(done):
+            start = time.perf_counter()
+            net = self.core.net
+            net.eval()
+            metrics.update(self.evaluate(net))
+            metrics["eval_time_s"] = time.perf_counter() - start
+
     def fit(self, report: Report) -> dict:
         """Train from ``start_epoch`` to ``epochs``; returns the last epoch's metrics.
 
@@ -147,12 +169,6 @@ class Trainer:
         for epoch in range(self.start_epoch, self.epochs):
             done = epoch + 1
             metrics = self.train_epoch(epoch)
-            metrics["eval_time_s"] = 0.0
-            if self.evaluates(done):
-                start = time.perf_counter()
-                net = self.core.net
-                net.eval()
-                metrics.update(self.evaluate(net))
-                metrics["eval_time_s"] = time.perf_counter() - start
+            self.evaluate_into(metrics, done)
             report(metrics, self.state_dict(done) if self.checkpoints(done) else None)
         return metrics
