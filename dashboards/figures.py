@@ -375,13 +375,18 @@ def group_stats_figure(report: pd.DataFrame, note: str) -> go.Figure:
     fig = go.Figure()
     for g, name in (("many", "many"), ("medium", "medium"), ("few", "few"), ("all", "overall")):
         rows = report[report["metric"] == name]
-        half = (rows["ci95_high"] - rows["mean"]).fillna(0)
+        # one seed has no interval: its error bar has length 0 and, without caps, draws nothing (plotly
+        # reads a missing value as 0, and a capped zero-length bar would read as certainty)
+        half = [0.0 if n < 2 or pd.isna(h) else h - m
+                for n, h, m in zip(rows["n"], rows["ci95_high"], rows["mean"], strict=True)]
+        spread = [f"± {h:.1f} (95% CI, {n} seeds)" if n >= 2 else f"({n} seed{'s' if n != 1 else ''}, no CI)"
+                  for h, n in zip(half, rows["n"], strict=True)]
         fig.add_trace(go.Bar(x=rows["variant"], y=rows["mean"], name=name, marker_color=GROUP_COLORS[g],
-                             error_y={"type": "data", "array": half, "visible": True}, customdata=rows["n"],
+                             error_y={"type": "data", "array": half, "visible": True, "width": 0, "thickness": 2},
+                             customdata=spread,
                              text=[None if pd.isna(v) else f"{v:.0f}" for v in rows["mean"]], textposition="inside",
-                             hovertemplate=f"%{{x}} {name}: %{{y:.1f}}% ± %{{error_y.array:.1f}} "
-                                           f"(95% CI, %{{customdata}} seeds)<extra></extra>"))
-    fig.update_yaxes(title_text="accuracy % (mean, 95% CI over seeds)", range=[0, 105])
+                             hovertemplate=f"%{{x}} {name}: %{{y:.1f}}% %{{customdata}}<extra></extra>"))
+    fig.update_yaxes(title_text="accuracy % (mean; 95% CI over 2+ seeds)", range=[0, 105])
     fig.update_xaxes(type="category")
     # the legend under the bars: above them it ran into the budget line in a narrow side-by-side card
     return _layout(fig, f"Head / medium / tail by group<br><sup>{note}</sup>", 420, barmode="group",

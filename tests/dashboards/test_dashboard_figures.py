@@ -81,6 +81,23 @@ def test_static_parallel_lines_one_polyline_per_trial(trials):
     assert {"n/a", "psc", "sc"} <= set(ticks.text)
 
 
+def test_group_bars_draw_a_ci_only_where_two_or_more_seeds_give_one():
+    from hybridlt.sweep.paired import ablation_report
+
+    trials = [{"trial_id": f"{v}{s}", "status": "completed", "param.variant": v, "param.seed": s,
+               **{f"final_{m}": a + 0.01 * s for m in ("many_acc", "medium_acc", "few_acc", "acc")}}
+              for v, a, seeds in (("one", 0.5, [0]), ("three", 0.7, [0, 1, 2])) for s in seeds]
+    report = pd.DataFrame(ablation_report(trials, ["one", "three"], "one",
+                                          ["many_acc", "medium_acc", "few_acc", "acc"]))
+    fig = fg.group_stats_figure(report, "")
+    for trace in fig.data:
+        one, three = trace.error_y.array
+        assert one == 0 and trace.error_y.width == 0  # one seed: no interval drawn (no caps on a 0-length bar)
+        # three seeds 70, 71, 72 %: mean 71, sd 1, half-width t(0.975, 2) / sqrt(3) = 4.303 / 1.732
+        assert three == pytest.approx(4.3027 / 3 ** 0.5, rel=1e-3)
+        assert trace.customdata[0] == "(1 seed, no CI)" and trace.customdata[1].startswith("± 2.5 (95% CI, 3 seeds")
+
+
 def test_importance_bars_largest_on_top_and_left_out_named():
     fig = fg.importance_figure({"param.a": 0.7, "param.b": 0.3}, "fANOVA", "acc", ["param.c"])
     assert list(fig.data[0].y) == ["b", "a"] and list(fig.data[0].x) == [0.3, 0.7]
