@@ -367,7 +367,11 @@ def user_message(exc: BaseException) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hybridlt", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="hybridlt", epilog="README.md documents every verb; errors in what you type: one line, exit 2.",
+        description="Long-tailed image classification with contrastive-learning hybrid networks: train one "
+                    "config, sweep and ablate on Ray Tune, export the best config, explore the results in "
+                    "a dashboard.")
     parser.add_argument("--version", action="version", version=f"hybridlt {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
