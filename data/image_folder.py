@@ -31,7 +31,7 @@ from hybridlt.data.memory import InMemoryData
 from hybridlt.errors import InputError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: 16-bit images scaled to 8 bits (1 wrapped them)
 # Counts decodes into the cache, so that a caller (or a test) can see the cache being reused.
 STATS = {"decoded": 0, "cache_hits": 0, "cache_writes": 0}
 
@@ -127,8 +127,13 @@ def _cache_key(listing: FolderListing, memory_max_size: int) -> str:
 def _image_size(path: Path) -> tuple[int, int]:
     from PIL import Image
 
-    with Image.open(path) as img:  # reads the header only
-        return img.size
+    try:
+        with Image.open(path) as img:  # reads the header only
+            return img.size
+    except Image.DecompressionBombError as exc:
+        raise ImageFolderError(f"{path}: {exc}; allowed: at most data.max_image_pixels pixels") from None
+    except (OSError, ValueError, SyntaxError) as exc:  # empty, truncated, not an image
+        raise ImageFolderError(f"{path}: cannot decode image ({exc})") from None
 
 
 def _decode(path: Path) -> torch.Tensor:

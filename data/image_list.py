@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 # torchvision is imported where images are decoded or transformed, not here: its import pulls in
@@ -141,23 +142,40 @@ def check_image_size(path: Path, max_pixels: int) -> None:
                              f"data.max_image_pixels = {max_pixels}")
 
 
+PIL_SUFFIXES = (".bmp", ".tif", ".tiff")  # formats torchvision.io does not decode: read with Pillow
+
+
+def _pil_rgb(path: Path, min_side: int | None = None) -> torch.Tensor:
+    """uint8 ``[3, H, W]`` read with Pillow; a 16-bit grey image (TIFF, PNG) keeps its top 8 bits."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        if min_side:
+            img.draft("RGB", (min_side, min_side))  # JPEG only: decode at a DCT scale
+        if img.mode.startswith("I;16"):
+            grey = torch.from_numpy((np.asarray(img, dtype=np.uint16) >> 8).astype(np.uint8))
+            return grey.expand(3, *grey.shape).contiguous()
+        if img.mode in ("I", "F"):
+            raise ValueError(f"{img.mode!r} (32-bit) pixels; allowed: 8- or 16-bit images")
+        return torch.from_numpy(np.asarray(img.convert("RGB"))).permute(2, 0, 1).contiguous()
+
+
 def decode_rgb(path: Path, min_side: int | None = None, max_pixels: int = MAX_IMAGE_PIXELS) -> torch.Tensor:
-    """uint8 ``[3, H, W]``. With ``min_side``, a JPEG is decoded at the smallest DCT scale (1/2, 1/4,
-    1/8) that keeps both sides >= ``min_side``: decoding sized to the crop, not to the file."""
+    """uint8 ``[3, H, W]`` (a 16-bit image scaled to 8 bits). With ``min_side``, a JPEG is decoded at
+    the smallest DCT scale (1/2, 1/4, 1/8) that keeps both sides >= ``min_side``: decoding sized to
+    the crop, not to the file. BMP and TIFF are read with Pillow, the rest with torchvision.io."""
     check_image_size(path, max_pixels)
     try:
-        if min_side and path.suffix in JPEG_SUFFIXES:
-            from PIL import Image
-            from torchvision.transforms.v2.functional import pil_to_tensor
-
-            with Image.open(path) as img:
-                img.draft("RGB", (min_side, min_side))
-                return pil_to_tensor(img.convert("RGB"))
+        if (min_side and path.suffix in JPEG_SUFFIXES) or path.suffix.lower() in PIL_SUFFIXES:
+            return _pil_rgb(path, min_side)
         from torchvision.io import ImageReadMode, decode_image
 
-        return decode_image(str(path), mode=ImageReadMode.RGB)
+        image = decode_image(str(path), mode=ImageReadMode.RGB)
     except (RuntimeError, OSError, ValueError) as exc:
         raise ImageListError(f"{path}: cannot decode image ({exc})") from exc
+    if image.dtype == torch.uint16:  # a 16-bit PNG: the top 8 bits, as ToDtype(uint8, scale=True)
+        image = (image.to(torch.int32) >> 8).to(torch.uint8)
+    return image
 
 
 class ImageListDataset(torch.utils.data.Dataset):

@@ -92,3 +92,46 @@ def test_folder_errors_name_the_folder(tmp_path):
     (root / "test" / "zebra").mkdir()
     with pytest.raises(F.ImageFolderError, match="zebra.*not a class"):
         F.load_image_folder(root, cache_dir=tmp_path / "c")
+
+
+def _formats_folder(root):
+    """One class per format, each image a known 8x8 gradient: values PIL writes, read back by hand."""
+    grad = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1024 + 300)  # 16-bit values 300 .. 64812
+    rgb = np.stack([grad >> 8, (grad >> 8)[::-1], np.full((8, 8), 7)], -1).astype(np.uint8)
+    files = {"bmp": lambda p: Image.fromarray(rgb).save(p.with_suffix(".bmp")),
+             "tif": lambda p: Image.fromarray(rgb).save(p.with_suffix(".tif")),
+             "tif16": lambda p: Image.fromarray(grad).save(p.with_suffix(".tiff")),
+             "png16": lambda p: Image.fromarray(grad).save(p.with_suffix(".png"))}
+    for name, save in files.items():
+        for split in ("train", "test"):
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+            save(root / split / name / "0")
+    grey = torch.from_numpy((grad >> 8).astype(np.uint8)).expand(3, 8, 8)
+    return root, {"bmp": torch.from_numpy(rgb).permute(2, 0, 1), "tif": torch.from_numpy(rgb).permute(2, 0, 1),
+                  "tif16": grey, "png16": grey}
+
+
+@pytest.mark.parametrize("memory_max_size", [64, 4])  # the in-memory cache; the DataLoader path
+def test_bmp_tiff_and_16_bit_images_decode_to_their_8_bit_pixels(tmp_path, memory_max_size):
+    root, expected = _formats_folder(tmp_path / "f")
+    data = F.load_image_folder(root, 1, memory_max_size=memory_max_size, cache_dir=tmp_path / "c")
+    for i, name in enumerate(data.class_names):
+        if isinstance(data, InMemoryData):
+            image = data.train_images[data.train_labels.tolist().index(i)]
+        else:
+            assert memory_max_size == 4
+            image = data.train.__class__(data.train.paths, data.train.labels)[data.train.labels.index(i)][0]
+        assert image.dtype == torch.uint8 and torch.equal(image, expected[name]), name
+
+
+@pytest.mark.parametrize("content", [b"", b"not an image at all", "truncated"])
+def test_a_broken_image_is_one_error_naming_it_on_both_paths(tmp_path, content, cifar_folder):
+    root = _png_folder(tmp_path / "b", {"a": 2, "b": 2})
+    bad = root / "train" / "a" / "bad.jpg"
+    jpeg = next((cifar_folder / "train").rglob("*.jpg")).read_bytes()
+    bad.write_bytes(jpeg[:400] if content == "truncated" else content)
+    for memory_max_size in (64, 0):
+        with pytest.raises(F.InputError, match=f"{bad}: cannot decode image"):
+            data = F.load_image_folder(root, 1, memory_max_size=memory_max_size, cache_dir=tmp_path / "c")
+            for i in range(len(data.train)):  # the DataLoader path decodes on read
+                data.train[i]
