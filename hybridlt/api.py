@@ -7,6 +7,7 @@ Every function takes a config (a path, a mapping or a validated model) plus ``--
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,7 +16,15 @@ from typing import Any
 
 import pandas as pd
 
-from hybridlt.sweep.config import ConfigError, RunConfig, apply_overrides, load_run_config, validate_run_config
+from hybridlt.sweep.config import (
+    ConfigError,
+    RunConfig,
+    absolute_path_overrides,
+    apply_overrides,
+    load_run_config,
+    resolve_data_paths,
+    validate_run_config,
+)
 
 
 @dataclass
@@ -52,11 +61,22 @@ class SweepResult:
 def _run_config(config: str | Path | dict | RunConfig | None, overrides: Sequence[str]) -> RunConfig | None:
     if config is None and not overrides:
         return None
-    if isinstance(config, RunConfig):
-        return validate_run_config(apply_overrides(config.model_dump(mode="json"), list(overrides)))
-    if isinstance(config, dict):
-        return validate_run_config(apply_overrides(dict(config), list(overrides)))
+    if isinstance(config, RunConfig | dict):  # relative data paths: the working directory's, made absolute
+        raw = config.model_dump(mode="json") if isinstance(config, RunConfig) else copy.deepcopy(dict(config))
+        raw = resolve_data_paths(raw, Path.cwd())
+        return validate_run_config(apply_overrides(raw, absolute_path_overrides(overrides, Path.cwd())))
     return load_run_config(config, list(overrides))
+
+
+def _resume_config(config, overrides: Sequence[str], out, resume: bool) -> RunConfig | None:
+    """The config to run; on a resume with overrides but no config, the recorded one with them applied."""
+    if resume and overrides and config is None and out is not None:
+        from hybridlt.sweep.run import recorded_with_overrides
+
+        found = recorded_with_overrides(Path(out), overrides)
+        if found is not None:
+            return found
+    return _run_config(config, overrides)
 
 
 def _out_dir(out: str | Path | None, cfg: RunConfig | None, resume: bool, kind: str = "") -> Path:
@@ -79,7 +99,7 @@ def train(config: str | Path | dict | RunConfig | None = None, overrides: Sequen
     """
     from hybridlt.sweep.run import last_epoch_from_store, train_distributed, train_local
 
-    cfg = _run_config(config, overrides)
+    cfg = _resume_config(config, overrides, out, resume)
     out = _out_dir(out, cfg, resume)
     if workers:
         train_distributed(cfg, out, workers, resume, address=address)
@@ -100,7 +120,7 @@ def train_seeds(config: str | Path | dict | RunConfig | None = None, seeds: Sequ
     ``seeds.json`` names the seeds), fused or not whichever way it was started."""
     from hybridlt.sweep import run
 
-    cfg = _run_config(config, overrides)
+    cfg = _resume_config(config, overrides, out, resume)
     out = _out_dir(out, cfg, resume, "-seeds").resolve()
     results = []
     for seed, _ in run.train_seeds(cfg, list(seeds) if seeds is not None else None, out, fuse, resume):

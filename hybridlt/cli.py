@@ -50,7 +50,12 @@ def per_class_report(metrics: dict, class_names, counts, groups) -> Table:
 def cmd_train(args) -> int:
     from hybridlt.sweep.run import train_local
 
-    cfg = load_run_config(args.config, args.set) if args.config or args.set else None
+    if args.resume and args.set and not args.config and args.out:
+        from hybridlt.sweep.run import recorded_with_overrides
+
+        cfg = recorded_with_overrides(Path(args.out), args.set) or load_run_config(None, args.set)
+    else:
+        cfg = load_run_config(args.config, args.set) if args.config or args.set else None
     if args.out:
         out = Path(args.out)
     elif args.resume:

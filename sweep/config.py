@@ -397,6 +397,34 @@ def validate_run_config(raw: dict, source: str = "config") -> RunConfig:
 DATA_PATH_FIELDS = ("root", "train_list", "val_list", "class_names", "cache_dir")
 
 
+def _relative_path(value) -> bool:
+    return (isinstance(value, str) and bool(value) and "://" not in value and not value.startswith("~")
+            and not Path(value).is_absolute())
+
+
+def absolute_path_overrides(overrides, folder: Path) -> list[str]:
+    """``key=value`` overrides whose relative data path (``data.root``, ``data.train_list``, ...; also in
+    an override list given as a value: ``overrides=[...]``, ``variants.<name>=[...]``) is made
+    absolute against ``folder``, the folder the text was written for: the working directory for
+    ``--set``, a spec's folder for the overrides written in it. Others are returned unchanged."""
+    import json
+
+    out = []
+    for text in overrides:
+        key, value = parse_override(text)
+        parts = key.split(".")
+        if len(parts) >= 2 and parts[-2] == "data" and parts[-1] in DATA_PATH_FIELDS and _relative_path(value):
+            text = f"{key}={json.dumps(str((folder / value).resolve()))}"
+        elif (parts[-1] == "overrides" or "variants" in parts) and _override_list(value):
+            text = f"{key}={json.dumps(absolute_path_overrides(value, folder))}"
+        out.append(text)
+    return out
+
+
+def _override_list(value) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
 def resolve_data_paths(raw: dict, folder: Path) -> dict:
     """Relative ``data.root``/``train_list``/``val_list``/``class_names``/``cache_dir`` written in a
     config file, made absolute against that file's ``folder`` (paths from ``--set`` or a dict stay as
@@ -405,8 +433,7 @@ def resolve_data_paths(raw: dict, folder: Path) -> dict:
     if isinstance(data, dict):
         for key in DATA_PATH_FIELDS:
             value = data.get(key)
-            if isinstance(value, str) and value and "://" not in value and not value.startswith("~") \
-                    and not Path(value).is_absolute():
+            if _relative_path(value):
                 data[key] = str((folder / value).resolve())
     return raw
 
@@ -415,8 +442,10 @@ def load_run_config(path: str | Path | None, overrides: list[str] = (), resolve_
     """A run config from a YAML file (or the defaults when ``path`` is None) plus ``--set`` overrides.
 
     Data paths in the file resolve against its folder (``resolve_paths=False``: left as written, for
-    the config a run directory records, which was resolved when the run started)."""
+    the config a run directory records, which was resolved when the run started), those of
+    ``overrides`` against the working directory."""
     raw = read_yaml(path) if path else {}
     if path and resolve_paths:
         raw = resolve_data_paths(raw, Path(path).resolve().parent)
-    return validate_run_config(apply_overrides(raw, list(overrides)), str(path or "config"))
+    raw = apply_overrides(raw, absolute_path_overrides(overrides, Path.cwd()))
+    return validate_run_config(raw, str(path or "config"))

@@ -9,7 +9,9 @@ from __future__ import annotations
 import functools
 import json
 import re
+import shutil
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 from hybridlt.errors import InputError
@@ -60,6 +62,18 @@ def prepare_run_dir(run_dir: Path, cfg: RunConfig | None, resume: bool) -> RunCo
     return cfg
 
 
+def recorded_with_overrides(run_dir: Path, overrides) -> RunConfig | None:
+    """For ``--resume --set ...`` without ``--config``: the config ``run_dir`` recorded (its own, or its
+    first seed's) with the overrides applied, so that a difference is named as the key the overrides
+    change (compared with the recorded one, not with the defaults). None when it records none."""
+    run_dir = Path(run_dir)
+    saved = [run_dir / "config.yaml", *sorted(run_dir.glob("seed-*/config.yaml"))]
+    found = next((p for p in saved if p.is_file()), None)
+    if found is None:
+        return None
+    return load_run_config(found, list(overrides), resolve_paths=False)  # a seed's: train_seeds sets each seed
+
+
 def _diff(a: dict, b: dict, prefix: str = "") -> str:
     for key in a:
         if a[key] != b.get(key):
@@ -103,22 +117,50 @@ def keeps_torch_threads(fn):
     return wrapper
 
 
+def _recorded(run_dir: Path) -> bool:
+    """Whether a run directory (or one of its seeds) has recorded an epoch."""
+    return any(run_dir.glob("epochs/*.parquet")) or any(run_dir.glob("seed-*/epochs/*.parquet"))
+
+
+@contextmanager
+def undone_unless_started(run_dir: Path, resume: bool):
+    """A new run that stops before it records its first epoch (data it cannot read, a model that does
+    not build, Ctrl-C) takes back what it wrote: the same command, corrected, starts it, where
+    ``--out ... already holds a run`` would refuse it and ``--resume`` would compare against the bad
+    config. A folder this run created goes; in a folder that existed, what was there stays."""
+    before = set(run_dir.rglob("*")) if run_dir.exists() else None
+    try:
+        yield
+    except BaseException:
+        if not resume and not _recorded(run_dir):
+            if before is None:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            else:  # deepest first: files, then the folders they leave empty
+                for path in sorted(set(run_dir.rglob("*")) - before, key=lambda p: len(p.parts), reverse=True):
+                    if path.is_dir() and not path.is_symlink():
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        path.unlink(missing_ok=True)
+        raise
+
+
 @keeps_torch_threads
 def train_local(cfg: RunConfig | None, run_dir: str | Path, resume: bool = False, on_epoch=None,
                 on_start=None, warn: Callable[[str], None] = print) -> tuple[dict, object]:
     """Train (or resume) one run in this process; returns the last metrics and the run parts."""
     run_dir = Path(run_dir).resolve()
-    cfg = prepare_run_dir(run_dir, cfg, resume)
-    parts = build_run(cfg)
-    if resume:
-        state = latest_good_checkpoint(run_dir, warn)
-        if state is not None:
-            parts.trainer.load_state_dict(state)
-    if on_start:
-        on_start(cfg, parts)
-    writer = RunWriter(run_dir, cfg.name, parts.class_names, parts.class_counts, cfg.train.keep_checkpoints,
-                       on_epoch)
-    metrics = parts.trainer.fit(writer)
+    with undone_unless_started(run_dir, resume):
+        cfg = prepare_run_dir(run_dir, cfg, resume)
+        parts = build_run(cfg)
+        if resume:
+            state = latest_good_checkpoint(run_dir, warn)
+            if state is not None:
+                parts.trainer.load_state_dict(state)
+        if on_start:
+            on_start(cfg, parts)
+        writer = RunWriter(run_dir, cfg.name, parts.class_names, parts.class_counts, cfg.train.keep_checkpoints,
+                           on_epoch)
+        metrics = parts.trainer.fit(writer)
     return metrics, parts
 
 
@@ -168,6 +210,11 @@ def train_seeds(cfg: RunConfig | None, seeds: list[int] | None, run_dir: str | P
     seeds = _seeds_of(run_dir, seeds, resume)
     if fuse and cfg is not None:
         _check_fusable(cfg)
+    with undone_unless_started(run_dir, resume):
+        return _train_seeds(cfg, seeds, run_dir, fuse, resume, on_epoch, warn)
+
+
+def _train_seeds(cfg, seeds, run_dir, fuse, resume, on_epoch, warn) -> list[tuple[int, dict]]:
     if not resume:
         if (run_dir / "config.yaml").exists() or (run_dir / SEEDS_FILE).exists():
             raise RunDirError(f"--out: {run_dir} already holds a run; pass --resume to continue it or choose "
@@ -253,14 +300,15 @@ def train_distributed(cfg: RunConfig | None, run_dir: str | Path, workers: int, 
     if cfg is not None and cfg.train.batch_size % workers:
         raise ConfigError(f"train.batch_size: {cfg.train.batch_size} is not divisible by --workers {workers}; "
                           f"each step splits the batch evenly over the workers")
-    cfg = prepare_run_dir(run_dir, cfg, resume)
-    start_ray(address, 1, log_to_driver=True)  # one run: its workers' warnings belong on this terminal
-    loop_config = {"cfg": cfg.model_dump(mode="json"), "trial_id": cfg.name, "results_root": str(run_dir)}
-    with own_state_api():
-        result = fit_with_train(loop_config, "train", str(run_dir / "ray"), workers, cpus_per_worker,
-                                gpus_per_worker, max_failures, keep=cfg.train.keep_checkpoints)
-    if result.error:
-        raise result.error
+    with undone_unless_started(run_dir, resume):
+        cfg = prepare_run_dir(run_dir, cfg, resume)
+        start_ray(address, 1, log_to_driver=True)  # one run: its workers' warnings belong on this terminal
+        loop_config = {"cfg": cfg.model_dump(mode="json"), "trial_id": cfg.name, "results_root": str(run_dir)}
+        with own_state_api():
+            result = fit_with_train(loop_config, "train", str(run_dir / "ray"), workers, cpus_per_worker,
+                                    gpus_per_worker, max_failures, keep=cfg.train.keep_checkpoints)
+        if result.error:
+            raise result.error
     return result.metrics or {}
 
 

@@ -26,6 +26,7 @@ from hybridlt.sweep.config import (
     Name,
     RunConfig,
     Seed,
+    absolute_path_overrides,
     apply_overrides,
     format_validation_error,
     get_path,
@@ -257,10 +258,28 @@ def load_base(spec, spec_dir: Path) -> RunConfig:
     return validate_run_config(apply_overrides(raw, spec.overrides), source)
 
 
+def _spec_paths_absolute(raw: dict, spec_dir: Path) -> None:
+    """The data paths in a spec's override lists (``overrides``, ablation ``variants``, a ``variants``
+    parameter) made absolute against the spec's folder, where they are written: a trial applies them
+    in Ray's working folder. (Those given with ``--set`` were made absolute against the working directory.)"""
+    def strings(value) -> bool:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+    if strings(raw.get("overrides")):
+        raw["overrides"] = absolute_path_overrides(raw["overrides"], spec_dir)
+    space = raw.get("space") if isinstance(raw.get("space"), dict) else {}
+    for variants in [raw.get("variants"), *(p.get("variants") for p in space.values() if isinstance(p, dict))]:
+        if isinstance(variants, dict):
+            for name, sets in variants.items():
+                if strings(sets):
+                    variants[name] = absolute_path_overrides(sets, spec_dir)
+
+
 def read_spec(path: str | Path, overrides: list[str], model: type[BaseModel], what: str):
     """A spec file (sweep or ablation) with ``--set`` overrides, validated, and its base run config."""
     path = Path(path)
-    raw = apply_overrides(read_yaml(path, what), list(overrides))
+    raw = apply_overrides(read_yaml(path, what), absolute_path_overrides(overrides, Path.cwd()))
+    _spec_paths_absolute(raw, path.resolve().parent)
     try:
         spec = model.model_validate(raw)
     except ValidationError as exc:

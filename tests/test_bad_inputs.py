@@ -561,7 +561,8 @@ CASES.update({
                                         ["data", "stats", *image_list_argv(t)])[2], "train.txt:2: byte 0xfe is not UTF-8"),  # noqa: E501
     "image list relative and missing": (lambda t: ["data", "stats", *[a.replace(str(t / "train.txt"), "rel/train.txt")
                                                                       for a in image_list(t)]],
-                                        "rel/train.txt: file not found (relative to the working directory"),
+                                        # from --set: made absolute against the working directory when read
+                                        f"{Path.cwd() / 'rel' / 'train.txt'}: file not found"),
     "sweep spec not UTF-8": (lambda t: ["sweep", str(write_bytes(t / "s.yaml", b"name: \xc3\x28\n"))],
                              "byte 0xc3 is not UTF-8"),
     "yaml error is one line": (lambda t: ["train", "--config", write(t / "e.yaml", "loss:\n  temperature: [0.1\n")],

@@ -6,13 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from hybridlt.data.image_list import ImageListError, load_image_lists
 from hybridlt.sweep.ablate import load_ablation_spec
 from hybridlt.sweep.config import load_run_config
 
 
-def test_file_paths_resolve_against_the_file_and_set_paths_stay_as_given(tmp_path, monkeypatch):
+def test_file_paths_resolve_against_the_file_and_set_paths_against_the_working_directory(tmp_path, monkeypatch):
     sub = tmp_path / "exp" / "configs"
     sub.mkdir(parents=True)
     cfg_file = sub / "run.yaml"
@@ -23,9 +24,38 @@ def test_file_paths_resolve_against_the_file_and_set_paths_stay_as_given(tmp_pat
     assert cfg.data.root == str(tmp_path / "exp" / "imgs")
     assert cfg.data.train_list == str(sub / "lists" / "train.txt")
     assert cfg.data.val_list == "/abs/val.txt" and cfg.data.class_names == str(sub / "names.txt")
-    over = load_run_config(cfg_file, ["data.root=here"])
-    assert over.data.root == "here"  # from --set: the working directory, where it is used
+    over = load_run_config(cfg_file, ["data.root=here", "data.cache_dir=/abs/c", "data.class_names=null"])
+    # from --set: the working directory's, made absolute now (a run records the folder it trained on)
+    assert (over.data.root, over.data.cache_dir, over.data.class_names) == (str(tmp_path / "here"), "/abs/c", None)
+    assert load_run_config(cfg_file, ["data.root=s3://b/imgs"]).data.root == "s3://b/imgs"
     assert load_run_config(cfg_file, resolve_paths=False).data.root == "../imgs"
+
+
+def test_spec_override_lists_resolve_against_the_spec_and_set_against_the_working_directory(tmp_path, monkeypatch):
+    """A trial applies the spec's overrides and variants in Ray's working folder: made absolute when read."""
+    (tmp_path / "specs").mkdir()
+    spec = tmp_path / "specs" / "s.yaml"
+    spec.write_text("name: t\nbase:\n  data: {root: inline}\noverrides: ['data.root=../imgs', 'seed=1']\n"
+                    "variants:\n  a: ['data.train_list=lists/a.txt']\n  b: []\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    ab, base = load_ablation_spec(spec)
+    assert base.data.root == str(tmp_path / "imgs") and base.seed == 1
+    assert ab.overrides == [f'data.root="{tmp_path / "imgs"}"', "seed=1"]
+    assert ab.variants["a"] == [f'data.train_list="{tmp_path / "specs" / "lists" / "a.txt"}"']
+    _, base = load_ablation_spec(spec, ["base.data.root=mine", "overrides=['data.cache_dir=c']"])
+    assert base.data.root == str(work / "mine") and base.data.cache_dir == str(work / "c")
+
+
+def test_a_run_directory_records_a_set_path_absolute(tmp_path, monkeypatch):
+    """``--set data.root=rel`` from one folder, ``--resume`` from another: the same data, or a clear refusal."""
+    from hybridlt.sweep.run import prepare_run_dir
+
+    monkeypatch.chdir(tmp_path)
+    cfg = load_run_config(None, ["data.root=my images"])
+    prepare_run_dir(tmp_path / "run", cfg, resume=False)
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["data"]["root"] == str(tmp_path / "my images")
 
 
 def test_a_spec_base_resolves_against_its_own_folder(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow.dataset as ds
 import pytest
 import torch
@@ -168,3 +170,54 @@ def test_compiled_objective_trains_like_eager(tiny_cfg, monkeypatch):
     assert b["loss"] == pytest.approx(a["loss"], rel=1e-3)
     state = compiled.state_dict(1)["model"]
     assert not any(k.startswith("_orig_mod") for k in state) and state.keys() == eager.state_dict(1)["model"].keys()
+
+
+def test_a_run_that_fails_before_its_first_epoch_leaves_nothing_to_refuse_the_corrected_one(tmp_path):
+    """Bad data: one error, and the same --out then takes the corrected command (no 'already holds a
+    run', no --resume against the bad config); in a folder that existed, what was there stays."""
+    import hybridlt
+    from hybridlt.sweep.run import SEEDS_FILE
+    from tests.conftest import TINY
+
+    bad = [*TINY, "data.dataset=image_folder", f"data.root={tmp_path / 'nope'}", "data.imbalance_ratio=1"]
+    quick = str(Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml")
+    def one(overrides, out):
+        return hybridlt.train(quick, overrides, out=out)
+
+    def seeds(overrides, out):
+        return hybridlt.train_seeds(quick, [0, 1], overrides, out=out)
+
+    for out, run in ((tmp_path / "new", one), (tmp_path / "seeds", seeds)):
+        with pytest.raises(hybridlt.InputError, match="must hold train/ and test/"):
+            run(bad, out)
+        assert not out.exists()
+        run([*TINY, "train.epochs=1"], out)
+        assert (out / "config.yaml").is_file() or (out / SEEDS_FILE).is_file()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's")
+    with pytest.raises(hybridlt.InputError):
+        hybridlt.train(quick, bad, out=mine)
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    # a run that had started (a config.yaml from before this call) is not taken back by a refused start
+    with pytest.raises(RunDirError, match="already holds a run"):
+        hybridlt.train(quick, bad, out=tmp_path / "new")
+    assert (tmp_path / "new" / "config.yaml").is_file()
+
+
+def test_resume_with_set_names_the_key_it_changes(tmp_path, capsys):
+    """``--resume --set train.epochs=12`` on a run of 2 epochs: the difference is train.epochs, not the
+    first key where the defaults differ from the recorded config (its name)."""
+    import hybridlt
+    from hybridlt.cli import main
+    from tests.conftest import TINY
+
+    quick = str(Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml")
+    hybridlt.train(quick, TINY, out=tmp_path / "r")
+    with pytest.raises(RunDirError, match=r"\(train.epochs: 2 -> 12\)"):
+        hybridlt.train(None, ["train.epochs=12"], out=tmp_path / "r", resume=True)
+    assert main(["train", "--out", str(tmp_path / "r"), "--resume", "--set", "train.epochs=12"]) == 2
+    assert "(train.epochs: 2 -> 12)" in capsys.readouterr().err
+    hybridlt.train_seeds(quick, [0, 1], TINY, out=tmp_path / "s")
+    with pytest.raises(RunDirError, match=r"\(train.epochs: 2 -> 12\)"):
+        hybridlt.train_seeds(None, None, ["train.epochs=12"], out=tmp_path / "s", resume=True)
