@@ -44,11 +44,15 @@ def resolve_device(name: str, rank: int = 0) -> torch.device:
 def load_dataset(cfg: DataConfig):
     """The dataset a config names (``DATASETS``); values the data cannot satisfy become a ``ConfigError``."""
     try:
-        return DATASETS.build(cfg.dataset, **cfg.model_dump())
+        data = DATASETS.build(cfg.dataset, **cfg.model_dump())
     except ConfigError:
         raise
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if len(data.test_labels) == 0:
+        raise ConfigError(f"data: dataset {cfg.dataset!r} has no test (validation) image; every accuracy "
+                          f"would be missing. Give it a non-empty test set or val_list")
+    return data
 
 
 def build_run(cfg: RunConfig, rank: int = 0, world_size: int = 1, device: torch.device | None = None,
@@ -61,9 +65,6 @@ def build_run(cfg: RunConfig, rank: int = 0, world_size: int = 1, device: torch.
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.seed)
     data = data if data is not None else load_dataset(cfg.data)
-    if len(data.test_labels) == 0:
-        raise ConfigError(f"data: dataset {cfg.data.dataset!r} has no test (validation) image; every accuracy "
-                          f"would be missing. Give it a non-empty test set or val_list")
     labels = data.train_labels.numpy()
     counts = class_counts(labels, data.num_classes)
     groups = shot_groups(counts, cfg.data.many_above, cfg.data.few_below)

@@ -535,6 +535,22 @@ def _dirs(loc: Location) -> list[Location]:
             if i.type == pafs.FileType.Directory]
 
 
+def check_data(spec: SweepSpec, base) -> None:
+    """Load the data of the base config and of every variant that changes ``data.*`` once, here, so that
+    a folder, list or file no trial could read is one error before any trial starts (the image-folder
+    cache this fills is the one the trials read)."""
+    from hybridlt.sweep.build import load_dataset
+    from hybridlt.sweep.config import apply_overrides, validate_run_config
+
+    sections = {yaml.safe_dump(base.data.model_dump(mode="json")): base.data}
+    variant = spec.space.get("variant")
+    for name, sets in (variant.variants.items() if variant is not None and variant.variants else []):
+        data = validate_run_config(apply_overrides(base.model_dump(mode="json"), list(sets)), f"variants.{name}").data
+        sections.setdefault(yaml.safe_dump(data.model_dump(mode="json")), data)
+    for data in sections.values():
+        load_dataset(data)  # raises ConfigError (one line) for data no trial could train on
+
+
 def _run_tune(spec, base, todo: Plan, root, exp_dir, schema, address, show, num_cpus, callbacks, resume_command,
               timings):
     import ray
@@ -551,8 +567,13 @@ def _run_tune(spec, base, todo: Plan, root, exp_dir, schema, address, show, num_
     n_trials = len(todo.unfinished) + todo.fresh
     ray_started = time.perf_counter()
     dashboard = use_train or os.environ.get("HYBRIDLT_RAY_DASHBOARD") == "1"  # 1: always (benchmarks)
-    start_ray(address, spec.concurrency or n_trials, num_cpus, dashboard=dashboard)
-    timings["ray_start_s"] = time.perf_counter() - ray_started
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="hybridlt-data-check") as pool:
+        checked = pool.submit(check_data, spec, base)  # while Ray starts, which mostly waits on its processes
+        start_ray(address, spec.concurrency or n_trials, num_cpus, dashboard=dashboard)
+        timings["ray_start_s"] = time.perf_counter() - ray_started
+        checked.result()  # data no trial could read: one line now, not N failed trials
     pause_at("before_trials")
     cluster = ray.cluster_resources()
     concurrency = concurrency_for(spec, cluster.get("CPU", 0), cluster.get("GPU", 0), n_trials,

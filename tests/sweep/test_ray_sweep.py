@@ -214,3 +214,28 @@ def test_a_nan_trial_fails_alone_with_its_reason(tmp_path):
     failed = trials.loc[1.0e30]
     assert failed["status"] == "failed"
     assert "loss is not finite at epoch 1, step" in failed["error"]
+
+
+def test_data_no_trial_can_read_is_one_error_before_any_trial(tmp_path, capsys):
+    from hybridlt.cli import main
+
+    path = tiny_spec(tmp_path, "nodata", epochs=1, trials=2, scheduler={"kind": "none"})
+    doc = yaml.safe_load(path.read_text())
+    doc["overrides"] += ["data.dataset=image_folder", "data.root=../missing", "data.imbalance_ratio=1"]
+    path.write_text(yaml.safe_dump(doc))
+    assert main(["sweep", str(path)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"data.root: {tmp_path.parent / 'missing'}" in errors[0], errors
+    assert not list((tmp_path / "sweeps" / "nodata" / "results").glob("trials/*.parquet"))  # no trial ran
+
+
+def test_a_sweep_whose_every_trial_failed_exits_1_and_says_why(tmp_path, capsys):
+    from hybridlt.cli import main
+
+    path = tiny_spec(tmp_path, "allnan", epochs=1, trials=1, scheduler={"kind": "none"}, search={"algorithm": "grid"},
+                     space={"optim.lr": {"grid": [1.0e30, 1.0e31]}})
+    assert main(["sweep", str(path)]) == 1
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "all 2 trials failed (first: NonFiniteLossError: loss is not finite" in errors[0]
+    assert "next: hybridlt export-best" not in captured.out
