@@ -81,7 +81,8 @@ def scan_folder(root: str | Path) -> FolderListing:
     train_dir = root / "train"
     test_dir = next((root / s for s in ("test", "val") if (root / s).is_dir()), None)
     if not train_dir.is_dir() or test_dir is None:
-        found = sorted(p.name for p in root.iterdir()) if root.is_dir() else "no such folder"
+        found = (sorted(p.name for p in root.iterdir()) if root.is_dir()
+                 else "a file, not a folder" if root.exists() else "no such folder")
         raise ImageFolderError(f"data.root: {root} must hold train/ and test/ (or val/), one sub-folder per "
                                f"class (found: {found})")
     names = _class_dirs(train_dir)

@@ -233,10 +233,14 @@ class RunConfig(Section):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-def format_validation_error(exc: ValidationError, source: str = "config") -> str:
+def format_validation_error(exc: ValidationError, source: str = "config", overridden=frozenset()) -> str:
+    """One line per error, each naming where the value came from: ``source``, or ``--set`` for the keys
+    in ``overridden`` (those the command line set)."""
     lines = []
+    file_source = source
     for err in exc.errors():
         path = ".".join(str(p) for p in err["loc"])
+        source = "--set" if path in overridden else file_source
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             lines.append(f"{source}: {path}: unknown key (value {err['input']!r}); see the README's config reference")
@@ -387,11 +391,11 @@ _StrictLoader = _BoundedLoader
 parse_yaml_text = parse_yaml  # the name other readers use
 
 
-def validate_run_config(raw: dict, source: str = "config") -> RunConfig:
+def validate_run_config(raw: dict, source: str = "config", overridden=frozenset()) -> RunConfig:
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source)) from None
+        raise ConfigError(format_validation_error(exc, source, overridden)) from None
 
 
 DATA_PATH_FIELDS = ("root", "train_list", "val_list", "class_names", "cache_dir")
@@ -445,7 +449,11 @@ def load_run_config(path: str | Path | None, overrides: list[str] = (), resolve_
     the config a run directory records, which was resolved when the run started), those of
     ``overrides`` against the working directory."""
     raw = read_yaml(path) if path else {}
+    if "base" in raw and ({"space", "variants"} & set(raw)):  # one line, not one per unknown key
+        kind, key, verb = ("a sweep", "space", "sweep") if "space" in raw else ("an ablation", "variants", "ablate")
+        raise ConfigError(f"{path}: {kind} spec (it has base: and {key}:), not a run config; run it with "
+                          f"'hybridlt {verb} {path}'")
     if path and resolve_paths:
         raw = resolve_data_paths(raw, Path(path).resolve().parent)
     raw = apply_overrides(raw, absolute_path_overrides(overrides, Path.cwd()))
-    return validate_run_config(raw, str(path or "config"))
+    return validate_run_config(raw, str(path or "config"), {parse_override(text)[0] for text in overrides})

@@ -324,15 +324,24 @@ def export_best(results, output, metric: str | None = None, mode: str | None = N
     from hybridlt.sweep.config import ConfigError
 
     root = open_store(results)
+    if metric is not None and metric not in FINAL_METRICS:
+        raise ConfigError(f"--metric: {metric!r} is not a metric of the store; allowed: {', '.join(FINAL_METRICS)}")
     trials = read_dataset(root, "trials")
     if trials is None or trials.num_rows == 0:
+        if not (root / SWEEP_YAML).exists() and (root / "config.yaml").exists():
+            raise ConfigError(f"RESULTS: {root} is the run directory of one 'hybridlt train', not a sweep's "
+                              f"results; its config is {root / 'config.yaml'}")
         raise ConfigError(f"RESULTS: {root} holds no finished trial yet")
     metrics, modes = sweep_objective(read_sweep_doc(root))
     metric, mode = metric or metrics[0], mode or modes[0]
     epochs = read_dataset(root, "epochs") if rule == "common-epoch" else None
-    best = best_trial(trials.to_pylist(), metric, mode, rule, epochs.to_pylist() if epochs is not None else None)
+    rows = trials.to_pylist()
+    best = best_trial(rows, metric, mode, rule, epochs.to_pylist() if epochs is not None else None)
     if best is None:
-        none_completed = not any(t["status"] == "completed" for t in trials.to_pylist())
+        if all(t["status"] == "failed" for t in rows):
+            first = next((t["error"] for t in rows if t.get("error")), "no error recorded")
+            raise ConfigError(f"RESULTS: all {len(rows)} trials of {root} failed (first: {first}); nothing to export")
+        none_completed = not any(t["status"] == "completed" for t in rows)
         hint = (" (none completed yet: --rank-by common-epoch ranks stopped-early trials too)"
                 if rule == "completed" and none_completed else "")
         raise ConfigError(f"--metric: no trial reported {metric!r}{hint}")

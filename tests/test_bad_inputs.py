@@ -355,6 +355,21 @@ CASES = {
     "export unknown metric": (lambda t: ["export-best", str(store(t)), "--metric", "few_acc", "-o", str(t / "o.yaml")],
                               "no trial reported 'few_acc'"),
     "dashboard of no store": (lambda t: ["dashboard", str(t / "nowhere")], "nowhere does not exist; give a sweep"),
+    "export a metric not in the catalogue": (lambda t: ["export-best", str(store(t)), "--metric", "bogus", "-o",
+                                                        str(t / "o.yaml")],
+                                             "--metric: 'bogus' is not a metric of the store; allowed: acc, "),
+    "export a train run directory": (lambda t: ["export-best", str(finished_run(t)), "-o", str(t / "o.yaml")],
+                                     "is the run directory of one 'hybridlt train', not a sweep's results"),
+    "a sweep spec given to train": (lambda t: ["train", "--config", str(SWEEP)],
+                                    "a sweep spec (it has base: and space:), not a run config; run it with "
+                                    "'hybridlt sweep"),
+    "an ablation spec given to train": (lambda t: ["train", "--config", str(ABLATION)],
+                                        "an ablation spec (it has base: and variants:), not a run config"),
+    "a --set value is named as --set's": (lambda t: ["train", "--config", QUICK, *sets("data.test_per_class=0")],
+                                          "error: --set: data.test_per_class: Input should be greater than or equal "
+                                          "to 1 (value 0)"),
+    "image folder root is a file": (lambda t: ["data", "stats", "--config", QUICK, *sets(
+        "data.dataset=image_folder", f"data.root={write(t / 'f.txt', 'x')}")], "(found: a file, not a folder)"),
 }
 
 
