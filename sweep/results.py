@@ -294,7 +294,7 @@ def rank_trials(trials: list[dict], metric: str, mode: str, rule: str = "complet
         key = f"final_{metric}"
         pool = [{**t, "_value": None} for t in trials
                 if t["status"] == "completed" and t.get(key) is not None and t[key] == t[key]]
-        pool.sort(key=lambda t: sign * t[key], reverse=True)
+        pool.sort(key=lambda t: (-sign * t[key], t["trial_id"]))  # a tie: the smaller trial id, as the progress line
         return pool, f"final {metric} among completed trials ({len(pool)} of {len(trials)})"
     finished = [t for t in trials if t["status"] in ("completed", "stopped_early") and (t.get("epochs_done") or 0) > 0]
     if not finished:
@@ -303,7 +303,7 @@ def rank_trials(trials: list[dict], metric: str, mode: str, rule: str = "complet
     at = {r["trial_id"]: r.get(metric) for r in epochs or [] if r["epoch"] == common}
     pool = [{**t, "_value": at[t["trial_id"]]} for t in finished
             if at.get(t["trial_id"]) is not None and at[t["trial_id"]] == at[t["trial_id"]]]
-    pool.sort(key=lambda t: sign * t["_value"], reverse=True)
+    pool.sort(key=lambda t: (-sign * t["_value"], t["trial_id"]))
     return pool, (f"{metric} at epoch {common}, the latest epoch every finished trial reached "
                   f"({len(pool)} of {len(trials)} trials)")
 

@@ -263,8 +263,8 @@ class StoreCallback:
         if row["status"] != "completed" or value is None or math.isnan(value):
             return  # "best so far" ranks completed trials only
         sign = 1 if self.spec.objective.modes[0] == "max" else -1
-        if self.best is None or sign * value > sign * self.best[0]:
-            self.best = (value, row["trial_id"])
+        if self.best is None or (-sign * value, row["trial_id"]) < (-sign * self.best[0], self.best[1]):
+            self.best = (value, row["trial_id"])  # a tie: the smaller trial id, as rank_trials and export-best
 
     def progress_line(self) -> str:
         """Trials done / running / stopped early / failed, and the best completed one (accuracies in %)."""

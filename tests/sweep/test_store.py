@@ -135,3 +135,12 @@ def test_the_best_is_chosen_among_comparable_trials_only():
     assert [t["trial_id"] for t in ranked] == ["early", "done2", "done"] and "epoch 2" in why
     assert best_trial(trials, "acc", "min")["trial_id"] == "done2"
     assert best_trial([trials[2], trials[3]], "acc", "max") is None  # nothing comparable: nothing exported
+
+
+def test_a_tie_goes_to_the_smaller_trial_id_whatever_the_order():
+    from hybridlt.sweep.results import best_trial
+
+    rows = [{"trial_id": t, "status": "completed", "final_acc": 0.13, "epochs_done": 3} for t in ("94b", "38e", "cc1")]
+    for order in (rows, rows[::-1], rows[1:] + rows[:1]):
+        assert best_trial(order, "acc", "max")["trial_id"] == "38e"
+        assert best_trial([{**r, "final_loss": 1.0} for r in order], "loss", "min")["trial_id"] == "38e"
