@@ -128,15 +128,15 @@ def undone_unless_started(run_dir: Path, resume: bool):
     not build, Ctrl-C) takes back what it wrote: the same command, corrected, starts it, where
     ``--out ... already holds a run`` would refuse it and ``--resume`` would compare against the bad
     config. A folder this run created goes; in a folder that existed, what was there stays."""
-    before = set(run_dir.rglob("*")) if run_dir.exists() else None
+    before = set(run_dir.iterdir()) if run_dir.is_dir() else None  # a run writes at its top level only
     try:
         yield
     except BaseException:
         if not resume and not _recorded(run_dir):
             if before is None:
                 shutil.rmtree(run_dir, ignore_errors=True)
-            else:  # deepest first: files, then the folders they leave empty
-                for path in sorted(set(run_dir.rglob("*")) - before, key=lambda p: len(p.parts), reverse=True):
+            else:
+                for path in set(run_dir.iterdir()) - before:  # config.yaml, seeds.json, seed-*/, epochs/, ...
                     if path.is_dir() and not path.is_symlink():
                         shutil.rmtree(path, ignore_errors=True)
                     else:
