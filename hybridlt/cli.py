@@ -131,13 +131,18 @@ def _train_seeds(args, cfg, out: Path, progress: Progress, resuming_seeds: bool)
     if args.workers:
         raise ConfigError(f"--workers: {args.workers} with --seeds/--fuse; a multi-seed run trains in this "
                           f"process, allowed: no --workers")
-    console.print(f"run directory: {out.resolve()}  one run per seed in seed-<s>/"
-                  f"{'  fused: the seeds train as one vmapped model' if args.fuse else ''}")
+    from hybridlt.sweep.run import recorded_with_overrides
+
+    known = cfg or (recorded_with_overrides(out, []) if resuming_seeds else None)
+    epochs_total = known.train.epochs if known is not None else None
     tasks: dict[int, int] = {}
 
     def on_epoch(seed, m):
+        if not tasks:  # said once the run has started: a refused start says only its error
+            progress.console.print(f"run directory: {out.resolve()}  one run per seed in seed-<s>/"
+                                   f"{'  fused: the seeds train as one vmapped model' if args.fuse else ''}")
         if seed not in tasks:
-            tasks[seed] = progress.add_task("train", total=None, status="")
+            tasks[seed] = progress.add_task("train", total=epochs_total, status="")
         status = f"seed {seed}  loss {m['loss']:.3f}  acc {_pct(m.get('acc'))}%  {m['epoch_time_s']:.1f}s/epoch"
         progress.update(tasks[seed], completed=m["epoch"], status=status)
 
