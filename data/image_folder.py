@@ -109,12 +109,10 @@ def long_tail_keep(labels: np.ndarray, num_classes: int, imbalance_ratio: float,
     if imbalance_ratio == 1 and not max_count:
         return np.arange(len(labels))
     rank = sorted(range(num_classes), key=lambda c: (-available[c], c))
-    if max_count and max_count > available.max():  # a profile from 120 over classes of 30 would keep
-        # 30 ... 12 for a ratio of 10: an imbalance of 2.5, not the one asked for
-        raise ImageFolderError(f"data.max_count: {max_count} given; the largest class of the folder has "
-                               f"{int(available.max())} training images; allowed: at most {int(available.max())}, "
-                               f"or null (the largest class as it is)")
-    targets = long_tail_counts(num_classes, max_count or int(available.max()), imbalance_ratio, profile)
+    # max_count caps the largest class: above what the folder holds, the profile starts from what it
+    # holds (from 120 over classes of 30, ratio 10 kept 30 ... 12: an imbalance of 2.5, not 10)
+    largest = min(max_count, int(available.max())) if max_count else int(available.max())
+    targets = long_tail_counts(num_classes, largest, imbalance_ratio, profile)
     counts = [0] * num_classes
     for r, c in enumerate(rank):
         counts[c] = min(int(available[c]), targets[r])

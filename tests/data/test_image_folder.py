@@ -137,21 +137,20 @@ def test_a_broken_image_is_one_error_naming_it_on_both_paths(tmp_path, content, 
                 data.train[i]
 
 
-def test_max_count_above_the_largest_class_is_refused_as_for_cifar(tmp_path):
-    """30 images a class, max_count 120, ratio 10: the profile would keep min(30, 120 -> 12) = 30 ... 12,
-    an imbalance of 2.5 where 10 was asked for. Refused; at 30 or null the kept counts go 30 -> 3."""
+def test_max_count_above_the_largest_class_starts_the_profile_from_it(tmp_path):
+    """30 images a class, max_count 120, ratio 10: the kept counts go 30 -> 3 (imbalance 10), not
+    min(30, 120 -> 12) = 30 ... 12 (imbalance 2.5); a max_count below 30 caps the largest class."""
     root = tmp_path / "flat"
     for c in range(10):
         for split, n in (("train", 30), ("test", 1)):
             (root / split / f"c{c}").mkdir(parents=True, exist_ok=True)
             for i in range(n):
                 write_png(torch.full((3, 4, 4), 8 * i + c, dtype=torch.uint8), str(root / split / f"c{c}" / f"{i}.png"))
-    with pytest.raises(F.ImageFolderError, match="data.max_count: 120 given; the largest class of the folder has 30 "
-                                                 "training images; allowed: at most 30, or null"):
-        F.load_image_folder(root, 10, "exp", 120, 0, cache_dir=tmp_path / "c")
-    for max_count in (30, None):
+    for max_count in (120, 30, None):
         data = F.load_image_folder(root, 10, "exp", max_count, 0, cache_dir=tmp_path / "c")
         counts = np.bincount(data.train_labels.numpy(), minlength=10).tolist()
-        assert counts == long_tail_counts(10, 30, 10, "exp") and max(counts) / min(counts) == 10
-    capped = F.load_image_folder(root, 10, "exp", 20, 0, cache_dir=tmp_path / "c")  # below: max_count caps it
+        assert counts == long_tail_counts(10, 30, 10, "exp") and max(counts) / min(counts) == 10, max_count
+    capped = F.load_image_folder(root, 10, "exp", 20, 0, cache_dir=tmp_path / "c")
     assert np.bincount(capped.train_labels.numpy(), minlength=10).tolist() == long_tail_counts(10, 20, 10, "exp")
+    kept = F.load_image_folder(root, 1, "exp", 120, 0, cache_dir=tmp_path / "c")  # ratio 1: the folder as it is
+    assert np.bincount(kept.train_labels.numpy(), minlength=10).tolist() == [30] * 10
