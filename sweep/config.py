@@ -419,20 +419,21 @@ def absolute_path_overrides(overrides, folder: Path) -> list[str]:
         parts = key.split(".")
         if len(parts) >= 2 and parts[-2] == "data" and parts[-1] in DATA_PATH_FIELDS and _relative_path(value):
             text = f"{key}={json.dumps(str((folder / value).resolve()))}"
-        elif (parts[-1] == "overrides" or "variants" in parts) and _override_list(value):
+        elif (parts[-1] == "overrides" or "variants" in parts) and override_list(value):
             text = f"{key}={json.dumps(absolute_path_overrides(value, folder))}"
         out.append(text)
     return out
 
 
-def _override_list(value) -> bool:
+def override_list(value) -> bool:
+    """Whether ``value`` is a list of ``key=value`` override strings."""
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
 def resolve_data_paths(raw: dict, folder: Path) -> dict:
-    """Relative ``data.root``/``train_list``/``val_list``/``class_names``/``cache_dir`` written in a
-    config file, made absolute against that file's ``folder`` (paths from ``--set`` or a dict stay as
-    given and resolve against the working directory where they are used)."""
+    """Relative ``data.root``/``train_list``/``val_list``/``class_names``/``cache_dir`` of ``raw`` made
+    absolute against ``folder``: the folder of the config file they are written in (those of ``--set``:
+    ``absolute_path_overrides``; of a Python dict: the working directory)."""
     data = raw.get("data")
     if isinstance(data, dict):
         for key in DATA_PATH_FIELDS:

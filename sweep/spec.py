@@ -31,6 +31,7 @@ from hybridlt.sweep.config import (
     format_validation_error,
     get_path,
     no_bool_confusion,
+    override_list,
     read_yaml,
     resolve_data_paths,
     set_path,
@@ -262,16 +263,13 @@ def _spec_paths_absolute(raw: dict, spec_dir: Path) -> None:
     """The data paths in a spec's override lists (``overrides``, ablation ``variants``, a ``variants``
     parameter) made absolute against the spec's folder, where they are written: a trial applies them
     in Ray's working folder. (Those given with ``--set`` were made absolute against the working directory.)"""
-    def strings(value) -> bool:
-        return isinstance(value, list) and all(isinstance(v, str) for v in value)
-
-    if strings(raw.get("overrides")):
+    if override_list(raw.get("overrides")):
         raw["overrides"] = absolute_path_overrides(raw["overrides"], spec_dir)
     space = raw.get("space") if isinstance(raw.get("space"), dict) else {}
     for variants in [raw.get("variants"), *(p.get("variants") for p in space.values() if isinstance(p, dict))]:
         if isinstance(variants, dict):
             for name, sets in variants.items():
-                if strings(sets):
+                if override_list(sets):
                     variants[name] = absolute_path_overrides(sets, spec_dir)
 
 

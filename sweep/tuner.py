@@ -570,10 +570,13 @@ def _run_tune(spec, base, todo: Plan, root, exp_dir, schema, address, show, num_
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(1, thread_name_prefix="hybridlt-data-check") as pool:
-        checked = pool.submit(check_data, spec, base)  # while Ray starts, which mostly waits on its processes
+        # while a local Ray starts (which mostly waits on its processes); on a cluster (--address) the
+        # trials' machines, not this one, hold the data
+        checked = pool.submit(check_data, spec, base) if not address else None
         start_ray(address, spec.concurrency or n_trials, num_cpus, dashboard=dashboard)
         timings["ray_start_s"] = time.perf_counter() - ray_started
-        checked.result()  # data no trial could read: one line now, not N failed trials
+        if checked is not None:
+            checked.result()  # data no trial could read: one line now, not N failed trials
     pause_at("before_trials")
     cluster = ray.cluster_resources()
     concurrency = concurrency_for(spec, cluster.get("CPU", 0), cluster.get("GPU", 0), n_trials,

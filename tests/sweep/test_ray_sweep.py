@@ -239,3 +239,16 @@ def test_a_sweep_whose_every_trial_failed_exits_1_and_says_why(tmp_path, capsys)
     errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "all 2 trials failed (first: NonFiniteLossError: loss is not finite" in errors[0]
     assert "next: hybridlt export-best" not in captured.out
+
+
+def test_on_a_cluster_the_driver_does_not_read_the_data(tmp_path, monkeypatch):
+    """With --address the nodes hold the data, not necessarily the driver's machine: no driver-side check."""
+    import hybridlt.sweep.tuner as tuner
+
+    calls = []
+    monkeypatch.setattr(tuner, "check_data", lambda spec, base: calls.append(spec.name))
+    spec, base = load_sweep_spec(tiny_spec(tmp_path, "local", epochs=1, trials=1, scheduler={"kind": "none"}))
+    run_sweep(spec, base)
+    spec, base = load_sweep_spec(tiny_spec(tmp_path, "cluster", epochs=1, trials=1, scheduler={"kind": "none"}))
+    trials, _ = run_sweep(spec, base, address=ray.get_runtime_context().gcs_address)
+    assert calls == ["local"] and trials.num_rows == 1
