@@ -135,7 +135,8 @@ def _image_size(path: Path) -> tuple[int, int]:
         with Image.open(path) as img:  # reads the header only
             return img.size
     except Image.DecompressionBombError as exc:
-        raise ImageFolderError(f"{path}: {exc}; allowed: at most data.max_image_pixels pixels") from None
+        raise ImageFolderError(f"{path}: cannot be read ({exc}): larger than Pillow reads, whatever "
+                               f"data.max_image_pixels allows") from None
     except (OSError, ValueError, SyntaxError) as exc:  # empty, truncated, not an image
         raise ImageFolderError(f"{path}: cannot decode image ({exc})") from None
 

@@ -157,7 +157,7 @@ def _pil_rgb(path: Path, min_side: int | None = None) -> torch.Tensor:
             return grey.expand(3, *grey.shape).contiguous()
         if img.mode in ("I", "F"):
             raise ValueError(f"{img.mode!r} (32-bit) pixels; allowed: 8- or 16-bit images")
-        return torch.from_numpy(np.asarray(img.convert("RGB"))).permute(2, 0, 1).contiguous()
+        return torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1).contiguous()  # a writable copy
 
 
 def decode_rgb(path: Path, min_side: int | None = None, max_pixels: int = MAX_IMAGE_PIXELS) -> torch.Tensor:

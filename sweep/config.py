@@ -406,6 +406,18 @@ def _relative_path(value) -> bool:
             and not Path(value).is_absolute())
 
 
+def absolute_path(value, folder: Path):
+    """``value`` made absolute against ``folder`` when it is a relative path (a URL, ``~``, an absolute
+    path, an empty string or a non-string is returned as it is)."""
+    return str((folder / value).resolve()) if _relative_path(value) else value
+
+
+def is_data_path(key: str) -> bool:
+    """Whether a dotted key names a data path field (``data.root``, ``base.data.train_list``, ...)."""
+    parts = key.split(".")
+    return len(parts) >= 2 and parts[-2] == "data" and parts[-1] in DATA_PATH_FIELDS
+
+
 def absolute_path_overrides(overrides, folder: Path) -> list[str]:
     """``key=value`` overrides whose relative data path (``data.root``, ``data.train_list``, ...; also in
     an override list given as a value: ``overrides=[...]``, ``variants.<name>=[...]``) is made
@@ -417,8 +429,8 @@ def absolute_path_overrides(overrides, folder: Path) -> list[str]:
     for text in overrides:
         key, value = parse_override(text)
         parts = key.split(".")
-        if len(parts) >= 2 and parts[-2] == "data" and parts[-1] in DATA_PATH_FIELDS and _relative_path(value):
-            text = f"{key}={json.dumps(str((folder / value).resolve()))}"
+        if is_data_path(key) and _relative_path(value):
+            text = f"{key}={json.dumps(absolute_path(value, folder))}"
         elif (parts[-1] == "overrides" or "variants" in parts) and override_list(value):
             text = f"{key}={json.dumps(absolute_path_overrides(value, folder))}"
         out.append(text)
@@ -439,7 +451,7 @@ def resolve_data_paths(raw: dict, folder: Path) -> dict:
         for key in DATA_PATH_FIELDS:
             value = data.get(key)
             if _relative_path(value):
-                data[key] = str((folder / value).resolve())
+                data[key] = absolute_path(value, folder)
     return raw
 
 

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from hybridlt.errors import InputError, OutputExistsError
-from hybridlt.sweep.metrics import ACCURACY_METRICS, FINAL_METRICS, METRICS
+from hybridlt.sweep.metrics import ACCURACY_METRICS, EPOCH_METRICS, FINAL_METRICS, METRICS
 from hybridlt.sweep.store import (
     EPOCH_SCHEMA,
     NOTES_DIR,
@@ -324,8 +324,11 @@ def export_best(results, output, metric: str | None = None, mode: str | None = N
     from hybridlt.sweep.config import ConfigError
 
     root = open_store(results)
-    if metric is not None and metric not in FINAL_METRICS:
-        raise ConfigError(f"--metric: {metric!r} is not a metric of the store; allowed: {', '.join(FINAL_METRICS)}")
+    allowed = EPOCH_METRICS if rule == "common-epoch" else FINAL_METRICS  # common-epoch reads the epochs table
+    if metric is not None and metric not in allowed:
+        hint = "; it is an epoch metric: --rank-by common-epoch ranks by it" if metric in EPOCH_METRICS else ""
+        raise ConfigError(f"--metric: {metric!r} is not a metric of the store (--rank-by {rule}); allowed: "
+                          f"{', '.join(allowed)}{hint}")
     trials = read_dataset(root, "trials")
     if trials is None or trials.num_rows == 0:
         if not (root / SWEEP_YAML).exists() and (root / "config.yaml").exists():

@@ -26,10 +26,12 @@ from hybridlt.sweep.config import (
     Name,
     RunConfig,
     Seed,
+    absolute_path,
     absolute_path_overrides,
     apply_overrides,
     format_validation_error,
     get_path,
+    is_data_path,
     no_bool_confusion,
     override_list,
     read_yaml,
@@ -261,11 +263,16 @@ def load_base(spec, spec_dir: Path) -> RunConfig:
 
 def _spec_paths_absolute(raw: dict, spec_dir: Path) -> None:
     """The data paths in a spec's override lists (``overrides``, ablation ``variants``, a ``variants``
-    parameter) made absolute against the spec's folder, where they are written: a trial applies them
-    in Ray's working folder. (Those given with ``--set`` were made absolute against the working directory.)"""
+    parameter) and the grid or choice values of a searched data path, made absolute against the
+    spec's folder, where they are written: a trial applies them in Ray's working folder. (Those
+    given with ``--set`` were made absolute against the working directory.)"""
     if override_list(raw.get("overrides")):
         raw["overrides"] = absolute_path_overrides(raw["overrides"], spec_dir)
     space = raw.get("space") if isinstance(raw.get("space"), dict) else {}
+    for key, param in space.items():  # a searched data path: its grid or choice values
+        for dist in ("grid", "choice"):
+            if is_data_path(key) and isinstance(param, dict) and isinstance(param.get(dist), list):
+                param[dist] = [absolute_path(v, spec_dir) for v in param[dist]]
     for variants in [raw.get("variants"), *(p.get("variants") for p in space.values() if isinstance(p, dict))]:
         if isinstance(variants, dict):
             for name, sets in variants.items():

@@ -468,6 +468,10 @@ def run_sweep(spec: SweepSpec, base, resume: bool = False, address: str | None =
     root = Location.of(f"{exp_dir}/results")
     started_at = time.time()
     resume_command = resume_command or f"the same command with --resume (sweep {spec.name!r})"
+    try:  # a sweep refused by its data check leaves no folder it created
+        new_folder = not resume and not Location.of(exp_dir).exists()
+    except OSError:
+        new_folder = False  # a name the filesystem refuses: writable_folder says so below
     if root.is_local:  # a file, a read-only folder: said now, not as a traceback after Ray has started
         writable_folder(storage.removeprefix("file://"), "storage", create=not resume)
     if resume and not (root / "sweep.yaml").exists():
@@ -480,6 +484,21 @@ def run_sweep(spec: SweepSpec, base, resume: bool = False, address: str | None =
     if root.is_local:
         writable_folder(exp_dir.removeprefix("file://"), "storage", create=not resume)
         private_sweep_folder(spec, exp_dir.removeprefix("file://"))
+    try:
+        return _run_locked(spec, base, resume, address, show, num_cpus, callbacks, resume_command, timings,
+                           exp_dir, root, storage, started_at)
+    except DataCheckError:
+        if not resume:  # nothing ran: the corrected command starts it afresh, not "already exists"
+            gone = Location.of(exp_dir) if new_folder else root
+            try:
+                gone.fs.delete_dir(gone.path)
+            except OSError:
+                pass
+        raise
+
+
+def _run_locked(spec, base, resume, address, show, num_cpus, callbacks, resume_command, timings, exp_dir, root,
+                storage, started_at):
     lock = SweepLock(exp_dir, spec.name, say=lambda m: print(m, file=sys.stderr, flush=True))
     lock.acquire()
     try:
@@ -535,20 +554,36 @@ def _dirs(loc: Location) -> list[Location]:
             if i.type == pafs.FileType.Directory]
 
 
+class DataCheckError(ConfigError):
+    """Data no trial could read, found by the driver before any trial started."""
+
+
 def check_data(spec: SweepSpec, base) -> None:
-    """Load the data of the base config and of every variant that changes ``data.*`` once, here, so that
-    a folder, list or file no trial could read is one error before any trial starts (the image-folder
-    cache this fills is the one the trials read)."""
+    """Load once, here, the data the trials will train on: the base config's, or each variant's where
+    the spec has variants, so that a folder, list or file no trial could read is one error before
+    any trial starts (the image-folder cache this fills is the one the trials read). Skipped when a
+    searched parameter sets ``data.*``: the trials' data is known only as they are drawn."""
     from hybridlt.sweep.build import load_dataset
     from hybridlt.sweep.config import apply_overrides, validate_run_config
 
-    sections = {yaml.safe_dump(base.data.model_dump(mode="json")): base.data}
+    if any(key.startswith("data.") for key in spec.space):
+        return
     variant = spec.space.get("variant")
-    for name, sets in (variant.variants.items() if variant is not None and variant.variants else []):
-        data = validate_run_config(apply_overrides(base.model_dump(mode="json"), list(sets)), f"variants.{name}").data
-        sections.setdefault(yaml.safe_dump(data.model_dump(mode="json")), data)
+    configs = ([validate_run_config(apply_overrides(base.model_dump(mode="json"), list(sets)), f"variants.{name}")
+                for name, sets in variant.variants.items()] if variant is not None and variant.variants else [base])
+    sections = {yaml.safe_dump(c.data.model_dump(mode="json")): c.data for c in configs}
     for data in sections.values():
-        load_dataset(data)  # raises ConfigError (one line) for data no trial could train on
+        try:
+            load_dataset(data)
+        except InputError as exc:
+            raise DataCheckError(str(exc)) from None
+
+
+def _check_into(out: dict, spec: SweepSpec, base) -> None:
+    try:
+        check_data(spec, base)
+    except BaseException as exc:  # raised again in the driver's thread
+        out["error"] = exc
 
 
 def _run_tune(spec, base, todo: Plan, root, exp_dir, schema, address, show, num_cpus, callbacks, resume_command,
@@ -567,16 +602,20 @@ def _run_tune(spec, base, todo: Plan, root, exp_dir, schema, address, show, num_
     n_trials = len(todo.unfinished) + todo.fresh
     ray_started = time.perf_counter()
     dashboard = use_train or os.environ.get("HYBRIDLT_RAY_DASHBOARD") == "1"  # 1: always (benchmarks)
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(1, thread_name_prefix="hybridlt-data-check") as pool:
-        # while a local Ray starts (which mostly waits on its processes); on a cluster (--address) the
-        # trials' machines, not this one, hold the data
-        checked = pool.submit(check_data, spec, base) if not address else None
-        start_ray(address, spec.concurrency or n_trials, num_cpus, dashboard=dashboard)
-        timings["ray_start_s"] = time.perf_counter() - ray_started
-        if checked is not None:
-            checked.result()  # data no trial could read: one line now, not N failed trials
+    # the data check runs while a local Ray starts (which mostly waits on its processes), in a daemon
+    # thread that a Ctrl-C does not wait for; on a cluster (--address) the nodes, not this machine,
+    # hold the data
+    checked: dict = {}
+    check = threading.Thread(target=_check_into, args=(checked, spec, base), name="hybridlt-data-check",
+                             daemon=True)
+    if not address:
+        check.start()
+    start_ray(address, spec.concurrency or n_trials, num_cpus, dashboard=dashboard)
+    timings["ray_start_s"] = time.perf_counter() - ray_started
+    if not address:
+        check.join()
+        if "error" in checked:
+            raise checked["error"]  # data no trial could read: one line now, not N failed trials
     pause_at("before_trials")
     cluster = ray.cluster_resources()
     concurrency = concurrency_for(spec, cluster.get("CPU", 0), cluster.get("GPU", 0), n_trials,

@@ -357,7 +357,8 @@ CASES = {
     "dashboard of no store": (lambda t: ["dashboard", str(t / "nowhere")], "nowhere does not exist; give a sweep"),
     "export a metric not in the catalogue": (lambda t: ["export-best", str(store(t)), "--metric", "bogus", "-o",
                                                         str(t / "o.yaml")],
-                                             "--metric: 'bogus' is not a metric of the store; allowed: acc, "),
+                                             "--metric: 'bogus' is not a metric of the store (--rank-by completed); "
+                                             "allowed: acc, "),
     "export a train run directory": (lambda t: ["export-best", str(finished_run(t)), "-o", str(t / "o.yaml")],
                                      "is the run directory of one 'hybridlt train', not a sweep's results"),
     "a sweep spec given to train": (lambda t: ["train", "--config", str(SWEEP)],

@@ -98,3 +98,20 @@ def test_presets_ship_download_false_and_resolve_data_next_to_the_repository():
     assert (psc.loss.contrastive, psc.model.backbone, psc.curriculum.power, psc.train.epochs) == ("psc", "resnet50",
                                                                                                  1.0, 100)
     assert psc.data.train_list == str(configs.parent / "data_cache" / "inat2018" / "train2018.json")
+
+
+def test_a_searched_data_path_resolves_like_the_rest(tmp_path, monkeypatch):
+    """``space: {data.root: {grid: [a, b]}}``: each value against the spec's folder (a trial draws it
+    in Ray's working folder)."""
+    from hybridlt.sweep.spec import load_sweep_spec
+
+    (tmp_path / "specs").mkdir()
+    spec = tmp_path / "specs" / "s.yaml"
+    spec.write_text("name: t\nbase:\n  data: {dataset: digits_lt}\nsearch: {algorithm: grid}\n"
+                    "space:\n  data.root: {grid: [imgs_a, /abs/b, 's3://x/c']}\n  data.cache_dir: {choice: [c1]}\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    sweep, _ = load_sweep_spec(spec)
+    assert sweep.space["data.root"].grid == [str(tmp_path / "specs" / "imgs_a"), "/abs/b", "s3://x/c"]
+    assert sweep.space["data.cache_dir"].choice == [str(tmp_path / "specs" / "c1")]

@@ -226,7 +226,11 @@ def test_data_no_trial_can_read_is_one_error_before_any_trial(tmp_path, capsys):
     assert main(["sweep", str(path)]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and f"data.root: {tmp_path.parent / 'missing'}" in errors[0], errors
-    assert not list((tmp_path / "sweeps" / "nodata" / "results").glob("trials/*.parquet"))  # no trial ran
+    # nothing ran, nothing is left: the corrected command starts the sweep, not "already exists"
+    assert not (tmp_path / "sweeps" / "nodata").exists()
+    doc["overrides"] = [o for o in doc["overrides"] if not o.startswith(("data.dataset", "data.root", "data.imb"))]
+    path.write_text(yaml.safe_dump(doc))
+    assert main(["sweep", str(path)]) == 0
 
 
 def test_a_sweep_whose_every_trial_failed_exits_1_and_says_why(tmp_path, capsys):
