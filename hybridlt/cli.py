@@ -262,11 +262,12 @@ def cmd_sweep(args) -> int:
         from hybridlt.sweep.study import hide_password, study_url
 
         console.print(f"optuna study {spec.name!r}: optuna-dashboard {hide_password(study_url(spec))}", highlight=False)
-    rows = trials.to_pylist() if trials is not None else []
-    if rows and all(t["status"] == "failed" for t in rows):  # nothing to export: say why, not what is next
-        first = next((t["error"] for t in rows if t.get("error")), "no error recorded")
-        print(f"error: sweep {spec.name!r}: all {len(rows)} trials failed (first: {first}); failed trials are "
-              f"final, so fix the cause and start it under another name (--set name=...)", file=sys.stderr)
+    from hybridlt.sweep.results import all_failed
+
+    failed = all_failed(trials.to_pylist() if trials is not None else [])
+    if failed:  # nothing to export: say why, not what is next
+        print(f"error: sweep {spec.name!r}: {failed}; failed trials are final, so fix the cause and start it "
+              f"under another name (--set name=...)", file=sys.stderr)
         return 1
     console.print(f"next: hybridlt export-best {results} -o best.yaml && hybridlt train --config best.yaml")
     return 0

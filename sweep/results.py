@@ -308,6 +308,14 @@ def rank_trials(trials: list[dict], metric: str, mode: str, rule: str = "complet
                   f"({len(pool)} of {len(trials)} trials)")
 
 
+def all_failed(rows: list[dict]) -> str | None:
+    """``all N trials failed (first: <its error>)`` when every trial row failed, else None."""
+    if not rows or any(t["status"] != "failed" for t in rows):
+        return None
+    first = next((t["error"] for t in rows if t.get("error")), "no error recorded")
+    return f"all {len(rows)} trials failed (first: {first})"
+
+
 def best_trial(trials: list[dict], metric: str, mode: str, rule: str = "completed",
                epochs: list[dict] | None = None) -> dict | None:
     """The best trial row among comparable ones (``rank_trials``), with ``_rule`` saying how it was chosen."""
@@ -341,9 +349,9 @@ def export_best(results, output, metric: str | None = None, mode: str | None = N
     rows = trials.to_pylist()
     best = best_trial(rows, metric, mode, rule, epochs.to_pylist() if epochs is not None else None)
     if best is None:
-        if all(t["status"] == "failed" for t in rows):
-            first = next((t["error"] for t in rows if t.get("error")), "no error recorded")
-            raise ConfigError(f"RESULTS: all {len(rows)} trials of {root} failed (first: {first}); nothing to export")
+        failed = all_failed(rows)
+        if failed:
+            raise ConfigError(f"RESULTS: {root}: {failed}; nothing to export")
         none_completed = not any(t["status"] == "completed" for t in rows)
         hint = (" (none completed yet: --rank-by common-epoch ranks stopped-early trials too)"
                 if rule == "completed" and none_completed else "")
