@@ -93,8 +93,10 @@ def optuna_study(spec: SweepSpec, history: list[tuple[dict, list[float] | None]]
 
 
 def make_searcher(spec: SweepSpec, base_raw: dict, pending: list[tuple[str, dict]], fresh_grid: list[dict] | None,
-                  fresh: int, concurrency: int, history: list, seed: int):
-    """The Tune search algorithm of one driver run (see the module docstring)."""
+                  fresh: int, concurrency: int | None, history: list, seed: int):
+    """The Tune search algorithm of one driver run (see the module docstring). ``concurrency``
+    may be left None and set later as ``.concurrency`` (the driver builds the searcher while Ray
+    starts, before Ray says how many trials fit), but before Tune first asks for a trial."""
     from ray.tune.search import Searcher
 
     metrics, modes = spec.objective.metrics, spec.objective.modes
@@ -108,6 +110,7 @@ def make_searcher(spec: SweepSpec, base_raw: dict, pending: list[tuple[str, dict
             self.fresh_left = fresh
             self.live: dict[str, str] = {}  # Tune trial id -> "fresh" | "continued"
             self.continued_params: dict[str, dict] = {}
+            self.concurrency = concurrency
             self.inner = None
             if fresh_grid is None and (fresh > 0 or pending):
                 self.inner = self._optuna()
@@ -128,7 +131,9 @@ def make_searcher(spec: SweepSpec, base_raw: dict, pending: list[tuple[str, dict
             return True  # metric and mode are the spec's, set above
 
         def suggest(self, trial_id: str):
-            if len(self.live) >= concurrency:
+            if self.concurrency is None:
+                raise RuntimeError("SweepSearcher.concurrency was never set")
+            if len(self.live) >= self.concurrency:
                 return None
             if self.pending:
                 store_id, params = self.pending.pop(0)

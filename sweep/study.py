@@ -78,12 +78,6 @@ class StudySearch(OptunaSearch):
         return config
 
 
-def make_searcher(spec, space, metric, mode, sampler) -> StudySearch:
-    """The sweep's searcher over its study: storage ``study_url(spec)``, study name ``spec.name``."""
-    return StudySearch(space=space, metric=metric, mode=mode, sampler=sampler,
-                       storage=open_storage(study_url(spec)), study_name=spec.name)
-
-
 def close_orphans(spec) -> int:
     """Mark as failed the study's trials still RUNNING after the sweep ended: trials asked for just
     before a driver was killed, which Tune's last snapshot never saw and will never tell. Returns

@@ -53,7 +53,18 @@ def reuse_actors() -> bool:
 
 
 def process_age_s() -> float:
-    """Seconds since this process started (its imports and setup so far)."""
+    """Seconds since this process started (its imports and setup so far).
+
+    On Linux from the kernel's own clock: /proc/self/stat's start time and CLOCK_BOOTTIME, both
+    counted from boot, to 1/CLK_TCK s. psutil's ``create_time()`` adds the boot time, which the
+    kernel gives in whole seconds, to wall-clock time: up to a second off (0.8 s measured here).
+    """
+    try:
+        with open("/proc/self/stat") as f:
+            started = int(f.read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - started
+    except (OSError, ValueError, IndexError, AttributeError):
+        pass
     try:
         import psutil
 
@@ -579,9 +590,25 @@ def check_data(spec: SweepSpec, base) -> None:
             raise DataCheckError(str(exc)) from None
 
 
-def _check_into(out: dict, spec: SweepSpec, base) -> None:
+def _prepare_into(out: dict, spec: SweepSpec, base, todo: Plan, exp_dir: str, root: Location,
+                  check: bool) -> None:
+    """What the driver needs besides Ray, done while Ray starts (which mostly waits on its own
+    processes): Tune's and Optuna's imports, the data check (``check``: for a local Ray only; on a
+    cluster the nodes, not this machine, hold the data) and the searcher with its study. Fills
+    ``out`` with ``leg`` and ``searcher``, or ``error`` for the driver's thread to raise."""
     try:
-        check_data(spec, base)
+        from ray import tune  # noqa: F401  imported here, on the core Ray's start leaves free
+        from ray.tune.schedulers import ASHAScheduler  # noqa: F401
+
+        from hybridlt.sweep.searcher import make_searcher
+
+        if check:
+            check_data(spec, base)  # data no trial could read: one line before any trial
+        leg = 1 + sum(1 for d in _dirs(Location.of(f"{exp_dir}/tune")) if d.name.startswith("leg-"))
+        out["searcher"] = make_searcher(spec, base.model_dump(mode="json"),
+                                        [(t, p) for t, p, _ in todo.unfinished], todo.fresh_grid, todo.fresh,
+                                        None, _history(spec, root, todo.rows), seed=spec.search.seed + leg - 1)
+        out["leg"] = leg
     except BaseException as exc:  # raised again in the driver's thread
         out["error"] = exc
 
@@ -589,9 +616,6 @@ def _check_into(out: dict, spec: SweepSpec, base) -> None:
 def _run_tune(spec, base, todo: Plan, root, exp_dir, schema, address, show, num_cpus, callbacks, resume_command,
               timings):
     import ray
-    from ray import tune
-
-    from hybridlt.sweep.searcher import make_searcher
 
     # A trial that finished before a driver crash returns at once on resume, reporting nothing.
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
@@ -602,20 +626,18 @@ def _run_tune(spec, base, todo: Plan, root, exp_dir, schema, address, show, num_
     n_trials = len(todo.unfinished) + todo.fresh
     ray_started = time.perf_counter()
     dashboard = use_train or os.environ.get("HYBRIDLT_RAY_DASHBOARD") == "1"  # 1: always (benchmarks)
-    # the data check runs while a local Ray starts (which mostly waits on its processes), in a daemon
-    # thread that a Ctrl-C does not wait for; on a cluster (--address) the nodes, not this machine,
-    # hold the data
-    checked: dict = {}
-    check = threading.Thread(target=_check_into, args=(checked, spec, base), name="hybridlt-data-check",
-                             daemon=True)
-    if not address:
-        check.start()
+    # a daemon thread, which a Ctrl-C does not wait for, prepares the rest while Ray starts here
+    prepared: dict = {}
+    prepare = threading.Thread(target=_prepare_into, args=(prepared, spec, base, todo, exp_dir, root, not address),
+                               name="hybridlt-prepare", daemon=True)
+    prepare.start()
     start_ray(address, spec.concurrency or n_trials, num_cpus, dashboard=dashboard)
     timings["ray_start_s"] = time.perf_counter() - ray_started
-    if not address:
-        check.join()
-        if "error" in checked:
-            raise checked["error"]  # data no trial could read: one line now, not N failed trials
+    prepare.join()
+    if "error" in prepared:
+        raise prepared["error"]
+    from ray import tune
+
     pause_at("before_trials")
     cluster = ray.cluster_resources()
     concurrency = concurrency_for(spec, cluster.get("CPU", 0), cluster.get("GPU", 0), n_trials,
@@ -632,10 +654,8 @@ def _run_tune(spec, base, todo: Plan, root, exp_dir, schema, address, show, num_
 
     callback = make_callback_class()(spec, base, root, schema, show, todo)
     callback.total = total_trials(spec)
-    leg = 1 + sum(1 for d in _dirs(Location.of(f"{exp_dir}/tune")) if d.name.startswith("leg-"))
-    searcher = make_searcher(spec, base.model_dump(mode="json"), [(t, p) for t, p, _ in todo.unfinished],
-                             todo.fresh_grid, todo.fresh, concurrency, _history(spec, root, todo.rows),
-                             seed=spec.search.seed + leg - 1)
+    leg, searcher = prepared["leg"], prepared["searcher"]
+    searcher.concurrency = concurrency
     flag = threading.Event()
     from hybridlt.sweep.tracking import tracker_callbacks  # MLflow / TensorBoard / W&B, when asked for
 

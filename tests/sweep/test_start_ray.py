@@ -34,3 +34,22 @@ def test_dashboard_only_when_asked_and_added_later():
         assert ray.get_runtime_context().gcs_address == with_dashboard
     finally:
         ray.shutdown()
+
+
+def test_process_age_is_what_the_parent_saw(tmp_path):
+    """The "imports" fixed cost: a child's own age can be neither more than the parent measured
+    from launching it to reading its answer, nor less than the time it slept (psutil's
+    create_time-based age was up to a second more: the kernel's boot time in whole seconds)."""
+    import subprocess
+    import sys
+    import time
+
+    code = ("import time\nstart = time.perf_counter()\nfrom hybridlt.sweep.tuner import process_age_s\n"
+            "time.sleep(0.3)\nprint(process_age_s(), time.perf_counter() - start, flush=True)\n")
+    for _ in range(3):
+        launched = time.perf_counter()
+        child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        age, inside = map(float, child.stdout.readline().split())
+        seen = time.perf_counter() - launched
+        child.wait()
+        assert inside <= age <= seen + 0.02, (inside, age, seen)
