@@ -225,8 +225,10 @@ def _stop_local_ray(address: str | None) -> float:
 
     if address or not ray.is_initialized():
         return 0.0
+    from hybridlt.sweep.tuner import stop_ray
+
     start = time.perf_counter()
-    ray.shutdown()
+    stop_ray()
     return time.perf_counter() - start
 
 

@@ -53,3 +53,29 @@ def test_process_age_is_what_the_parent_saw(tmp_path):
         seen = time.perf_counter() - launched
         child.wait()
         assert inside <= age <= seen + 0.02, (inside, age, seen)
+
+
+def test_stop_ray_kills_the_monitor_and_leaves_no_process(monkeypatch):
+    """stop_ray kills the autoscaler monitor first (it outlasts Ray's one-second SIGTERM grace) and
+    then shuts Ray down: none of the processes Ray started for this node is left running. Fails if
+    a Ray upgrade renames the monitor's entry in the node's process table."""
+    import psutil
+    from ray._private import ray_constants, worker
+
+    from hybridlt.sweep.tuner import stop_ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    start_ray(None, trial_slots=1, num_cpus=2, dashboard=False)
+    node = worker._global_node
+    assert ray_constants.PROCESS_TYPE_MONITOR in node.all_processes
+    started = [info.process.pid for infos in node.all_processes.values() for info in infos]
+    monitor = node.all_processes[ray_constants.PROCESS_TYPE_MONITOR][0].process
+    at_shutdown = []
+    shutdown = ray.shutdown
+    monkeypatch.setattr(ray, "shutdown", lambda *a, **k: (at_shutdown.append(monitor.poll()), shutdown(*a, **k)))
+    stop_ray()
+    assert not ray.is_initialized()
+    assert at_shutdown == [-9]  # dead before ray.shutdown began: not left to its SIGTERM and one-second wait
+    alive = [pid for pid in started if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+    assert alive == []
