@@ -303,7 +303,8 @@ def train_distributed(cfg: RunConfig | None, run_dir: str | Path, workers: int, 
     with undone_unless_started(run_dir, resume):
         cfg = prepare_run_dir(run_dir, cfg, resume)
         start_ray(address, 1, log_to_driver=True)  # one run: its workers' warnings belong on this terminal
-        loop_config = {"cfg": cfg.model_dump(mode="json"), "trial_id": cfg.name, "results_root": str(run_dir)}
+        loop_config = {"cfg": cfg.model_dump(mode="json"), "trial_id": cfg.name, "results_root": str(run_dir),
+                       "cpus": cpus_per_worker}  # each worker runs on as many intra-op threads as CPUs it holds
         with own_state_api():
             result = fit_with_train(loop_config, "train", str(run_dir / "ray"), workers, cpus_per_worker,
                                     gpus_per_worker, max_failures, keep=cfg.train.keep_checkpoints)

@@ -221,3 +221,25 @@ def test_resume_with_set_names_the_key_it_changes(tmp_path, capsys):
     hybridlt.train_seeds(quick, [0, 1], TINY, out=tmp_path / "s")
     with pytest.raises(RunDirError, match=r"\(train.epochs: 2 -> 12\)"):
         hybridlt.train_seeds(None, None, ["train.epochs=12"], out=tmp_path / "s", resume=True)
+
+
+def test_ddp_workers_get_the_threads_of_their_cpus(tmp_path, tiny_cfg, monkeypatch):
+    """``train --workers N --cpus-per-worker 2``: each worker resets its process with the CPUs it
+    holds (worker_loop -> reset_trial_process(seed, config['cpus'])), not the default of one."""
+    import hybridlt.sweep.trial as trial
+    import hybridlt.sweep.tuner as tuner
+    from hybridlt.sweep.run import train_distributed
+
+    seen = {}
+
+    class Result:
+        error, metrics = None, {"acc": 1.0}
+
+    def fake_fit(loop_config, *args, **kwargs):
+        seen.update(loop_config, workers=args[2], cpus_per_worker=args[3])
+        return Result()
+
+    monkeypatch.setattr(trial, "fit_with_train", fake_fit)
+    monkeypatch.setattr(tuner, "start_ray", lambda *a, **k: None)
+    train_distributed(tiny_cfg(), tmp_path / "run", workers=2, cpus_per_worker=2.0)
+    assert (seen["workers"], seen["cpus_per_worker"], seen["cpus"]) == (2, 2.0, 2.0)
