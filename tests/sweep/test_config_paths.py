@@ -31,15 +31,22 @@ def test_file_paths_resolve_against_the_file_and_set_paths_against_the_working_d
     assert load_run_config(cfg_file, resolve_paths=False).data.root == "../imgs"
 
 
-def test_spec_override_lists_resolve_against_the_spec_and_set_against_the_working_directory(tmp_path, monkeypatch):
-    """A trial applies the spec's overrides and variants in Ray's working folder: made absolute when read."""
+def _spec_elsewhere(tmp_path, monkeypatch, text: str):
+    """``text`` as ``tmp_path/specs/s.yaml``, read from another working folder (``tmp_path/work``)."""
     (tmp_path / "specs").mkdir()
     spec = tmp_path / "specs" / "s.yaml"
-    spec.write_text("name: t\nbase:\n  data: {root: inline}\noverrides: ['data.root=../imgs', 'seed=1']\n"
-                    "variants:\n  a: ['data.train_list=lists/a.txt']\n  b: []\n")
+    spec.write_text(text)
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
+    return spec, work
+
+
+def test_spec_override_lists_resolve_against_the_spec_and_set_against_the_working_directory(tmp_path, monkeypatch):
+    """A trial applies the spec's overrides and variants in Ray's working folder: made absolute when read."""
+    spec, work = _spec_elsewhere(tmp_path, monkeypatch,
+                                 "name: t\nbase:\n  data: {root: inline}\noverrides: ['data.root=../imgs', 'seed=1']\n"
+                                 "variants:\n  a: ['data.train_list=lists/a.txt']\n  b: []\n")
     ab, base = load_ablation_spec(spec)
     assert base.data.root == str(tmp_path / "imgs") and base.seed == 1
     assert ab.overrides == [f'data.root="{tmp_path / "imgs"}"', "seed=1"]
@@ -105,13 +112,10 @@ def test_a_searched_data_path_resolves_like_the_rest(tmp_path, monkeypatch):
     in Ray's working folder)."""
     from hybridlt.sweep.spec import load_sweep_spec
 
-    (tmp_path / "specs").mkdir()
-    spec = tmp_path / "specs" / "s.yaml"
-    spec.write_text("name: t\nbase:\n  data: {dataset: digits_lt}\nsearch: {algorithm: grid}\n"
-                    "space:\n  data.root: {grid: [imgs_a, /abs/b, 's3://x/c']}\n  data.cache_dir: {choice: [c1]}\n")
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
+    spec, _ = _spec_elsewhere(tmp_path, monkeypatch,
+                              "name: t\nbase:\n  data: {dataset: digits_lt}\nsearch: {algorithm: grid}\n"
+                              "space:\n  data.root: {grid: [imgs_a, /abs/b, 's3://x/c']}\n"
+                              "  data.cache_dir: {choice: [c1]}\n")
     sweep, _ = load_sweep_spec(spec)
     assert sweep.space["data.root"].grid == [str(tmp_path / "specs" / "imgs_a"), "/abs/b", "s3://x/c"]
     assert sweep.space["data.cache_dir"].choice == [str(tmp_path / "specs" / "c1")]
