@@ -107,3 +107,44 @@ def test_channel_stats_and_to():
     moved = data.to("cpu")
     assert torch.equal(moved.train_images, x) and moved.class_names == ["a"]
     assert Counter(moved.train_labels.tolist()) == {0: 20}
+
+
+def test_bundled_csv_reads_what_sklearn_loads():
+    """digits_arrays reads the bundled file itself: the same pixels and labels as sklearn's loader."""
+    from hybridlt.data.digits import digits_arrays
+
+    bunch = load_digits()
+    images, target = digits_arrays()
+    assert images.shape == (1797, 8, 8) and target.dtype == np.int64
+    np.testing.assert_array_equal(images, bunch.images)
+    np.testing.assert_array_equal(target, bunch.target)
+
+
+def test_falls_back_to_sklearn_without_the_bundled_file(monkeypatch, tmp_path):
+    """With no CSV where it is looked for (another package layout), sklearn's own loader is used."""
+    import types
+
+    from hybridlt.data import digits as mod
+
+    looked_up = []
+
+    def find_spec(name, *args):
+        looked_up.append(name)  # an empty folder where the package would be: no datasets/data/
+        return types.SimpleNamespace(submodule_search_locations=[str(tmp_path)])
+
+    monkeypatch.setattr(mod.importlib.util, "find_spec", find_spec)
+    images, target = mod.digits_arrays()
+    np.testing.assert_array_equal(images, load_digits().images)
+    np.testing.assert_array_equal(target, load_digits().target)
+    assert looked_up == ["sklearn"]
+
+
+def test_loading_digits_does_not_import_sklearn():
+    """A trial process that only reads digits does not pay scikit-learn's import (1.4 s here)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from hybridlt.data.digits import load_digits_lt; d = load_digits_lt(); "
+            "print(len(d.train_labels), 'sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == [str(sum(long_tail_counts(10, 120, 20))), "False"]
