@@ -12,7 +12,13 @@ state a new one would be in for that trial:
 - the project's caches of device constants cleared, dynamo's compiled graphs dropped (a compiled
   graph keeps the previous trial's module alive), the CUDA caching allocator emptied;
 - a full garbage collection, so the previous trial's model and data are released before the next
-  one allocates its own.
+  one allocates its own; then ``gc.freeze()``: what survives it (torch's, Ray's and the project's
+  modules, about 420,000 objects) moves out of the collector's reach, so that later full
+  collections only walk what was made since. Measured here: 0.21 s per collection before, under
+  1 ms after; one at every trial's start, and the automatic ones while a trial trains. Everything
+  a trial makes is made after the freeze before it, so its garbage, cycles included, is still
+  found at the next trial's start. What is frozen is still freed by reference counting; only a
+  cycle among frozen objects that dies later stays (Tune's few objects alive at a reset).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ def reset_trial_process(seed: int, cpus: float) -> None:
     if dynamo is not None:  # only when a trial compiled something: importing it costs seconds
         dynamo.reset()
     gc.collect()
+    gc.freeze()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.synchronize()
         torch.cuda.empty_cache()

@@ -42,6 +42,30 @@ def test_reset_gives_a_fresh_process_state():
     assert [trial_threads(c) for c in (0.5, 1, 1.5, 2, 4)] == [1, 1, 1, 2, 4]
 
 
+def test_reset_freezes_survivors_and_still_collects_a_trials_cycles():
+    """The reset freezes what survives it (later collections skip it), and a reference cycle that a
+    trial made after that freeze is still collected by the next trial's reset."""
+    import gc
+
+    class Node:
+        pass
+
+    reset_trial_process(0, cpus=1)
+    survivor = Node()
+    survivor.me = survivor  # alive at the next reset: frozen there
+    frozen_before = gc.get_freeze_count()
+    garbage = Node()
+    garbage.me = garbage  # a trial's cyclic garbage: reference counting alone never frees it
+    dead = weakref.ref(garbage)
+    del garbage
+    assert dead() is not None
+    reset_trial_process(0, cpus=1)
+    assert dead() is None
+    assert gc.get_freeze_count() > frozen_before
+    assert not any(o is survivor for o in gc.get_objects())  # frozen objects are not tracked any more
+    gc.unfreeze()  # the rest of this test process collects as usual
+
+
 def _run_trial(monkeypatch, cfg, cpus, refs, root):
     """One trial as a reused Tune actor runs it (a fresh thread); returns what it reported."""
     reported = []
