@@ -9,8 +9,10 @@ logger callbacks, run on the driver.
   count, accuracy), rather than as thousands of loose metric keys.
 - ``tracking.tensorboard: true``: Tune's ``TBXLoggerCallback`` writes TensorBoard event files to
   each trial's folder, ``<storage>/<name>/tune/leg-NNN/<trial folder>/events.out.tfevents.*``
-  (``tensorboard --logdir <storage>/<name>``). Tune already adds this logger by itself whenever
-  ``tensorboardX`` is installed; the flag makes it required (an error without the package).
+  (``tensorboard --logdir <storage>/<name>``). Tune would add it by itself whenever
+  ``tensorboardX`` is installed; a sweep turns Tune's automatic CSV and TensorBoard loggers off
+  (they rewrite every result on the driver while the trial waits), so the flag is what writes them,
+  and an error without the package. Tune's ``result.json`` per trial is still written.
 - ``tracking.wandb: offline | online``: Ray's ``WandbLoggerCallback`` (a logging actor per trial),
   project ``tracking.project``, group = the sweep name. Offline runs land in
   ``<storage>/<name>/wandb/`` for a local sweep (the driver's working folder for an object-store

@@ -31,8 +31,17 @@ class Pids:
         self.by_trial.setdefault(trial.trial_id, set()).add(result["pid"])
 
 
-def test_a_b_a_in_one_reused_process(tmp_path):
+def test_a_b_a_in_one_reused_process(tmp_path, monkeypatch):
+    import threading
+
     from ray.tune import Callback
+
+    from hybridlt.sweep import tuner
+
+    warmed = []
+    real_warm = tuner.warm_tune_telemetry
+    monkeypatch.setattr(tuner, "warm_tune_telemetry",
+                        lambda: (warmed.append(threading.current_thread().name), real_warm()))
 
     class PidCallback(Pids, Callback):
         pass
@@ -67,6 +76,33 @@ def test_a_b_a_in_one_reused_process(tmp_path):
     (other,) = by_temp[0.7].values()
     assert other != first
     assert timings["tune_start_s"] > 0 and timings["ray_start_s"] >= 0 and timings["imports_s"] > 0
+    assert warmed == ["hybridlt-prepare"]  # Tune's telemetry imports, done while Ray started
+    # Tune's own loggers: result.json only (its ResultGrid reads it), no CSV, no TensorBoard files
+    folders = [d for d in (Path(spec.storage_uri) / "reuse" / "tune").glob("leg-*/*") if d.is_dir()]
+    assert len(folders) == 3
+    assert all((d / "result.json").is_file() and not (d / "progress.csv").exists()
+               and not list(d.glob("events.out.tfevents.*")) for d in folders)
+
+
+def test_warm_tune_telemetry_leaves_nothing_for_fit_to_import():
+    """Tune's usage telemetry imports Ray's MLflow/W&B/Comet/Aim integrations at every fit given a
+    callback (mlflow and wandb with them): after the warm-up it imports nothing. A fresh process,
+    since this one may have imported them already."""
+    import subprocess
+
+    code = ("import sys\n"
+            "from ray.air._internal.usage import _count_callbacks\n"
+            "from ray.tune import Callback\n"
+            "from hybridlt.sweep.tuner import warm_tune_telemetry\n"
+            "cold = set(sys.modules)\n"
+            "warm_tune_telemetry()\n"
+            "warmed = set(sys.modules) - cold\n"
+            "before = set(sys.modules)\n"
+            "_count_callbacks([Callback()])\n"
+            "print(len(warmed) > 0, sorted(set(sys.modules) - before))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=ROOT).stdout.strip()
+    assert out == "True []"
 
 
 class Staged:
