@@ -127,7 +127,8 @@ def run_sweep_cli(spec_path: Path, reuse: bool, storage: Path, name: str, extra_
     wall = time.perf_counter() - start
     if proc.returncode:
         raise RuntimeError(f"hybridlt sweep failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    fixed = next((line.split("; ")[1] for line in proc.stdout.splitlines() if "fixed costs" in line), "")
+    fixed = next((line.split("; ")[1].split(" (--address")[0].strip() for line in proc.stdout.splitlines()
+                  if "fixed costs" in line), "")
     results = storage / name / "results"
     epochs = read_dataset(results, "epochs").to_pylist()
     trials = read_dataset(results, "trials").to_pylist()
