@@ -17,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,6 +100,12 @@ def scan_folder(root: str | Path) -> FolderListing:
     if empty:
         raise ImageFolderError(f"data.root: {train_dir / empty[0]} holds no image "
                                f"(suffixes: {', '.join(sorted(IMAGE_SUFFIXES))})")
+    untested = [n for c, n in enumerate(names) if not any(label == c for _, label in test)]
+    if test and untested:  # with no test image at all, load_dataset's error says so
+        shown = ", ".join(untested[:5]) + (f" and {len(untested) - 5} more" if len(untested) > 5 else "")
+        print(f"warning: data.root: {test_dir} has no image of {len(untested)} of {len(names)} classes "
+              f"({shown}): they train as usual and get no accuracy (left out of the balanced and group means)",
+              file=sys.stderr, flush=True)
     return FolderListing(names, train, test, root, stats)
 
 

@@ -94,6 +94,23 @@ def test_folder_errors_name_the_folder(tmp_path):
         F.load_image_folder(root, cache_dir=tmp_path / "c")
 
 
+def test_classes_without_a_test_image_are_named_in_one_warning(tmp_path, capsys):
+    """A class folder missing (or empty) under test/ trains as usual; one stderr line names it."""
+    root = _png_folder(tmp_path / "z", {"ant": 2, "bee": 2, "cow": 2})
+    for f in (root / "test" / "bee").iterdir():
+        f.unlink()  # an empty class folder
+    for f in (root / "test" / "cow").iterdir():
+        f.unlink()
+    (root / "test" / "cow").rmdir()  # a missing one
+    data = F.load_image_folder(root, cache_dir=tmp_path / "c")
+    assert np.bincount(data.test_labels.numpy(), minlength=3).tolist()[1:] == [0, 0]
+    lines = [line for line in capsys.readouterr().err.splitlines() if line]
+    assert len(lines) == 1 and "2 of 3 classes (bee, cow)" in lines[0] and str(root / "test") in lines[0]
+    full = _png_folder(tmp_path / "full", {"ant": 1, "bee": 1})
+    F.load_image_folder(full, cache_dir=tmp_path / "c")
+    assert capsys.readouterr().err == ""
+
+
 def _formats_folder(root):
     """One class per format, each image a known 8x8 gradient: values PIL writes, read back by hand."""
     grad = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1024 + 300)  # 16-bit values 300 .. 64812
