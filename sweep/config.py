@@ -240,7 +240,8 @@ def format_validation_error(exc: ValidationError, source: str = "config", overri
     file_source = source
     for err in exc.errors():
         path = ".".join(str(p) for p in err["loc"])
-        source = "--set" if path in overridden else file_source
+        # a key the command line set, or one inside a section it set (--set 'train={epochs: 0}')
+        source = "--set" if any(path == k or path.startswith(f"{k}.") for k in overridden) else file_source
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             lines.append(f"{source}: {path}: unknown key (value {err['input']!r}); see the README's config reference")

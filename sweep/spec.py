@@ -34,6 +34,7 @@ from hybridlt.sweep.config import (
     is_data_path,
     no_bool_confusion,
     override_list,
+    parse_override,
     read_yaml,
     resolve_data_paths,
     set_path,
@@ -288,7 +289,7 @@ def read_spec(path: str | Path, overrides: list[str], model: type[BaseModel], wh
     try:
         spec = model.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, str(path))) from None
+        raise ConfigError(format_validation_error(exc, str(path), {parse_override(t)[0] for t in overrides})) from None
     return spec, load_base(spec, path.resolve().parent)
 
 

@@ -248,6 +248,10 @@ CASES = {
                             "need search.algorithm: grid"),
     "sweep unknown metric": (lambda t: ["sweep", sweep_spec(t, objective={"metric": "top5"})], "unknown metric"),
     "sweep base missing": (lambda t: ["sweep", sweep_spec(t, base=str(t / "none.yaml"))], "none.yaml: file not found"),
+    "sweep bad --set value": (lambda t: ["sweep", sweep_spec(t), "--set", "trials=abc"],
+                              "--set: trials: Input should be a valid integer"),
+    "sweep bad --set section": (lambda t: ["sweep", sweep_spec(t), "--set", "scheduler={kind: asha, grace_period: -1}"],
+                                "--set: scheduler.grace_period: Input should be greater than or equal to 1"),
     "sweep resume of nothing": (lambda t: ["sweep", sweep_spec(t), "--resume"], "no sweep to resume"),
     "sweep name taken": (lambda t: (store(t / "sweeps", "quickstart"), ["sweep", sweep_spec(t)])[1], "already exists"),
     # ablation specs
