@@ -429,13 +429,25 @@ def absolute_path_overrides(overrides, folder: Path) -> list[str]:
     out = []
     for text in overrides:
         key, value = parse_override(text)
-        parts = key.split(".")
-        if is_data_path(key) and _relative_path(value):
-            text = f"{key}={json.dumps(absolute_path(value, folder))}"
-        elif (parts[-1] == "overrides" or "variants" in parts) and override_list(value):
-            text = f"{key}={json.dumps(absolute_path_overrides(value, folder))}"
+        absolute = _absolute_value(key, value, folder)
+        if absolute != value:
+            text = f"{key}={json.dumps(absolute, default=str)}"
         out.append(text)
     return out
+
+
+def _absolute_value(key: str, value, folder: Path):
+    """``value`` set at ``key`` with its relative data paths made absolute against ``folder``: the
+    value itself, an override list's items, or what a whole section holds (``data={root: imgs}``,
+    ``variants={a: [data.root=imgs]}``)."""
+    parts = key.split(".")
+    if is_data_path(key) and _relative_path(value):
+        return absolute_path(value, folder)
+    if (parts[-1] == "overrides" or "variants" in parts) and override_list(value):
+        return absolute_path_overrides(value, folder)
+    if isinstance(value, dict):
+        return {k: _absolute_value(f"{key}.{k}", v, folder) for k, v in value.items()}
+    return value
 
 
 def override_list(value) -> bool:

@@ -53,6 +53,14 @@ def test_spec_override_lists_resolve_against_the_spec_and_set_against_the_workin
     assert ab.variants["a"] == [f'data.train_list="{tmp_path / "specs" / "lists" / "a.txt"}"']
     _, base = load_ablation_spec(spec, ["base.data.root=mine", "overrides=['data.cache_dir=c']"])
     assert base.data.root == str(work / "mine") and base.data.cache_dir == str(work / "c")
+    # a whole section given as a value: its data paths are the working folder's too
+    ab, base = load_ablation_spec(spec, ["base.data={root: sec, cache_dir: cc, train_list: /abs/t.txt}",
+                                         "variants={a: ['data.val_list=v.txt'], b: []}"])
+    # (the spec's own overrides still set data.root after the base: against the spec's folder)
+    assert base.data.cache_dir == str(work / "cc") and base.data.train_list == "/abs/t.txt"
+    assert base.data.root == str(tmp_path / "imgs")
+    assert ab.variants == {"a": [f'data.val_list="{work / "v.txt"}"'], "b": []}
+    assert load_run_config(None, ["data={dataset: image_folder, root: pics}"]).data.root == str(work / "pics")
 
 
 def test_a_run_directory_records_a_set_path_absolute(tmp_path, monkeypatch):
