@@ -43,7 +43,7 @@ def reset_trial_process(seed: int, cpus: float) -> None:
 
     clear_constant_cache()
     dynamo = sys.modules.get("torch._dynamo")
-    if dynamo is not None:  # only when a trial compiled something: importing it costs seconds
+    if dynamo is not None:  # imported by torch.optim's first optimizer or a compile; not imported here
         dynamo.reset()
     gc.collect()
     gc.freeze()

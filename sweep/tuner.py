@@ -616,15 +616,14 @@ def _prepare_into(out: dict, spec: SweepSpec, base, todo: Plan, exp_dir: str, ro
                   check: bool) -> None:
     """What the driver needs besides Ray, done while Ray starts (which mostly waits on its own
     processes): Tune's and Optuna's imports, the data check (``check``: for a local Ray only; on a
-    cluster the nodes, not this machine, hold the data) and the searcher with its study. Fills
-    ``out`` with ``leg`` and ``searcher``, or ``error`` for the driver's thread to raise."""
+    cluster the nodes, not this machine, hold the data), the searcher with its study, then what
+    Tune's telemetry would import inside ``fit`` (``warm_tune_telemetry``). Fills ``out`` with
+    ``leg`` and ``searcher``, or ``error`` for the driver's thread to raise."""
     try:
         from ray import tune  # noqa: F401  imported here, on the core Ray's start leaves free
         from ray.tune.schedulers import ASHAScheduler  # noqa: F401
 
         from hybridlt.sweep.searcher import make_searcher
-
-        warm_tune_telemetry()
 
         if check:
             check_data(spec, base)  # data no trial could read: one line before any trial
@@ -633,6 +632,7 @@ def _prepare_into(out: dict, spec: SweepSpec, base, todo: Plan, exp_dir: str, ro
                                         [(t, p) for t, p, _ in todo.unfinished], todo.fresh_grid, todo.fresh,
                                         None, _history(spec, root, todo.rows), seed=spec.search.seed + leg - 1)
         out["leg"] = leg
+        warm_tune_telemetry()  # last: a data error above is reported without waiting for it
     except BaseException as exc:  # raised again in the driver's thread
         out["error"] = exc
 
