@@ -424,16 +424,27 @@ def absolute_path_overrides(overrides, folder: Path) -> list[str]:
     an override list given as a value: ``overrides=[...]``, ``variants.<name>=[...]``) is made
     absolute against ``folder``, the folder the text was written for: the working directory for
     ``--set``, a spec's folder for the overrides written in it. Others are returned unchanged."""
-    import json
-
     out = []
     for text in overrides:
         key, value = parse_override(text)
         absolute = _absolute_value(key, value, folder)
-        if absolute != value:
-            text = f"{key}={json.dumps(absolute, default=str)}"
+        if absolute is not value:  # not `!=`: a NaN differs from itself, and was rewritten as 'NaN' text
+            text = f"{key}={_flow_yaml(absolute)}"
         out.append(text)
     return out
+
+
+def _flow_yaml(value) -> str:
+    """``value`` as one line that reads back as the same value: JSON (YAML reads it; the form sweeps
+    record), or YAML flow where it holds a non-finite float, which JSON writes as ``NaN``, a string to
+    YAML."""
+    import json
+
+    try:
+        return json.dumps(value, default=str, allow_nan=False)
+    except ValueError:
+        text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=1 << 30, allow_unicode=True)
+        return text.removesuffix("\n").removesuffix("\n...").strip()
 
 
 def _absolute_value(key: str, value, folder: Path):
@@ -444,9 +455,11 @@ def _absolute_value(key: str, value, folder: Path):
     if is_data_path(key) and _relative_path(value):
         return absolute_path(value, folder)
     if (parts[-1] == "overrides" or "variants" in parts) and override_list(value):
-        return absolute_path_overrides(value, folder)
-    if isinstance(value, dict):
-        return {k: _absolute_value(f"{key}.{k}", v, folder) for k, v in value.items()}
+        items = absolute_path_overrides(value, folder)
+        return value if items == value else items
+    if isinstance(value, dict):  # the same object back when nothing in it changed
+        items = {k: _absolute_value(f"{key}.{k}", v, folder) for k, v in value.items()}
+        return value if all(items[k] is value[k] for k in value) else items
     return value
 
 

@@ -127,3 +127,24 @@ def test_a_searched_data_path_resolves_like_the_rest(tmp_path, monkeypatch):
     sweep, _ = load_sweep_spec(spec)
     assert sweep.space["data.root"].grid == [str(tmp_path / "specs" / "imgs_a"), "/abs/b", "s3://x/c"]
     assert sweep.space["data.cache_dir"].choice == [str(tmp_path / "specs" / "c1")]
+
+
+def test_set_values_read_back_unchanged_when_a_path_is_made_absolute(tmp_path):
+    """Making ``--set`` paths absolute rewrites the override's text; what it does not touch reads back
+    as written: a NaN stays a float NaN (JSON wrote it as ``NaN``, which YAML reads as a string, so the
+    error said 'valid number' instead of 'finite number'), strings that look like other YAML stay strings."""
+    import math
+
+    from hybridlt.sweep.config import absolute_path_overrides, parse_override
+
+    texts = ["optim.lr=.nan", "data={root: imgs, imbalance_ratio: .nan, dataset: 'yes'}",
+             "variants.a=[data.root=imgs, loss.temperature=.inf]", "data.root='1.5'", "data.root=/abs"]
+    out = [parse_override(t) for t in absolute_path_overrides(texts, tmp_path)]
+    assert out[0][0] == "optim.lr" and math.isnan(out[0][1])
+    key, data = out[1]
+    assert key == "data" and list(data) == ["root", "imbalance_ratio", "dataset"]
+    assert data["root"] == str(tmp_path / "imgs") and math.isnan(data["imbalance_ratio"]) and data["dataset"] == "yes"
+    assert out[2] == ("variants.a", [f'data.root="{tmp_path / "imgs"}"', "loss.temperature=.inf"])
+    assert out[3] == ("data.root", str(tmp_path / "1.5")) and out[4] == ("data.root", "/abs")
+    unchanged = ["optim.lr=.nan", "data={dataset: digits_lt}", "variants.a=[loss.temperature=0.1]"]
+    assert absolute_path_overrides(unchanged, tmp_path) == unchanged
