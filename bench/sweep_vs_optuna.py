@@ -21,6 +21,10 @@ Needs Ray and Optuna: run it on the development machine.
 
     python bench/sweep_vs_optuna.py [--rounds 2] [--variants reuse optuna noreuse pending1]
 
+``--cpu-split``: CPU-seconds of every process of the run (polled with psutil every 0.2 s over the
+process tree), grouped as trial processes, the driver, Ray's daemons (GCS, raylet, dashboard and its
+agents, monitors) and idle workers: where the two cores go besides training.
+
 ``pending1``: reused actors with one trial staged at a time, as Tune does for a searcher it does not
 see wrapped in a ConcurrencyLimiter (the sweep before ``tuner.pending_trials``). ``dashboard``: Ray's
 dashboard started although no trial runs Ray Train workers (the sweep before it was started only for them).
@@ -46,6 +50,80 @@ sys.path.insert(0, str(ROOT))
 
 def load_avg() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+CPU_POLL_S = 0.2
+
+
+def _cpu_group(is_root: bool, cmdlines: set, root_group: str) -> str:
+    """The group of one process of a run: the root, or by the command lines it showed (Ray retitles
+    its workers: ``ray::IDLE``, ``ray::ImplicitFunc.train``)."""
+    if is_root:
+        return root_group
+    cmd = " ".join(cmdlines)
+    titles = {c.split(" ")[0] for c in cmdlines}
+    if "gcs_server" in cmd:
+        return "Ray GCS"
+    if any(t.endswith("raylet") for t in titles):
+        return "raylet"
+    if "dashboard" in cmd or "runtime_env" in cmd:
+        return "dashboard + agents"
+    if "monitor" in cmd:
+        return "Ray monitors"
+    if any("ImplicitFunc" in t for t in titles):  # Tune's function trainable
+        return "trial processes"
+    ray_titles = {t for t in titles if t.startswith("ray::")}
+    if ray_titles and ray_titles != {"ray::IDLE"}:
+        return "other Ray actors"
+    if ray_titles:
+        return "idle Ray workers"
+    return "other"
+
+
+def run_with_cpu_split(argv: list[str], env: dict, split: bool, root_group: str = "driver", **kwargs):
+    """``subprocess.run`` of ``argv``; with ``split``, also CPU-seconds (user + system) per process group
+    of its tree, each process's last reading before it exited."""
+    if not split:
+        return subprocess.run(argv, env=env, **kwargs), {}
+    import threading
+
+    import psutil
+
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE if kwargs.get("capture_output") else None,
+                            stderr=subprocess.PIPE if kwargs.get("capture_output") else None,
+                            text=kwargs.get("text", False))
+    seen: dict[int, dict] = {}
+    done = threading.Event()
+
+    def poll():
+        root = psutil.Process(proc.pid)
+        while not done.is_set():
+            try:
+                tree = [root, *root.children(recursive=True)]
+            except psutil.Error:
+                break
+            for p in tree:
+                try:
+                    with p.oneshot():
+                        cpu = p.cpu_times()
+                        cmdline = p.cmdline()
+                    entry = seen.setdefault((p.pid, p.create_time()), {"cmdlines": set(), "root": p.pid == proc.pid})
+                    entry["cpu"] = cpu.user + cpu.system
+                    entry["cmdlines"].add(" ".join(cmdline))
+                except psutil.Error:
+                    continue
+            done.wait(CPU_POLL_S)
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    out, err = proc.communicate()
+    done.set()
+    thread.join()
+    groups: dict[str, float] = {}
+    for entry in seen.values():
+        group = _cpu_group(entry["root"], entry["cmdlines"], root_group)
+        groups[group] = groups.get(group, 0.0) + entry.get("cpu", 0.0)
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err), groups
 
 
 def optuna_child(spec_path: Path, out: Path) -> None:
@@ -104,17 +182,19 @@ def optuna_child(spec_path: Path, out: Path) -> None:
                                "epochs": sum(epochs), "slots": 1}))
 
 
-def run_optuna(spec_path: Path) -> dict:
+def run_optuna(spec_path: Path, split: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out.json"
         start = time.perf_counter()
-        subprocess.run([sys.executable, __file__, "--optuna-child", str(spec_path), str(out)], check=True,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+        proc, cpu = run_with_cpu_split([sys.executable, __file__, "--optuna-child", str(spec_path), str(out)],
+                                       {**os.environ, "PYTHONPATH": str(ROOT)}, split, "trial processes")
         wall = time.perf_counter() - start
-        return {**json.loads(out.read_text()), "wall_s": wall, "fixed": ""}
+        proc.check_returncode()
+        return {**json.loads(out.read_text()), "wall_s": wall, "fixed": "", "cpu": cpu}
 
 
-def run_sweep_cli(spec_path: Path, reuse: bool, storage: Path, name: str, extra_env: dict | None = None) -> dict:
+def run_sweep_cli(spec_path: Path, reuse: bool, storage: Path, name: str, extra_env: dict | None = None,
+                  split: bool = False) -> dict:
     from hybridlt.sweep.results import read_dataset
     from hybridlt.sweep.spec import load_sweep_spec
 
@@ -122,8 +202,9 @@ def run_sweep_cli(spec_path: Path, reuse: bool, storage: Path, name: str, extra_
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HYBRIDLT_REUSE_ACTORS": "1" if reuse else "0",
            **(extra_env or {})}
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "hybridlt.cli", "sweep", str(spec_path), "--set", f"name={name}",
-                           "--set", f"storage={storage}"], env=env, capture_output=True, text=True)
+    proc, cpu = run_with_cpu_split([sys.executable, "-m", "hybridlt.cli", "sweep", str(spec_path), "--set",
+                                    f"name={name}", "--set", f"storage={storage}"], env, split,
+                                   capture_output=True, text=True)
     wall = time.perf_counter() - start
     if proc.returncode:
         raise RuntimeError(f"hybridlt sweep failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -135,7 +216,7 @@ def run_sweep_cli(spec_path: Path, reuse: bool, storage: Path, name: str, extra_
     metric = spec.objective.metrics[0]
     return {"wall_s": wall, "busy_s": sum(r["epoch_time_s"] + (r["eval_time_s"] or 0) for r in epochs),
             "best": max(r[f"final_{metric}"] for r in trials if r[f"final_{metric}"] is not None),
-            "epochs": len(epochs), "slots": spec.concurrency or 1, "fixed": fixed}
+            "epochs": len(epochs), "slots": spec.concurrency or 1, "fixed": fixed, "cpu": cpu}
 
 
 def main() -> None:
@@ -144,6 +225,8 @@ def main() -> None:
     parser.add_argument("--spec", default=str(SPEC))
     parser.add_argument("--variants", nargs="+", default=["reuse", "optuna", "noreuse"],
                         choices=["reuse", "optuna", "noreuse", "pending1", "dashboard"])
+    parser.add_argument("--cpu-split", action="store_true",
+                        help="CPU-seconds per process group of each run (psutil, every 0.2 s)")
     parser.add_argument("--optuna-child", nargs=2, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.optuna_child:
@@ -158,18 +241,21 @@ def main() -> None:
             for variant in order:
                 before = load_avg()
                 if variant == "optuna":
-                    res = run_optuna(spec_path)
+                    res = run_optuna(spec_path, args.cpu_split)
                 else:
                     res = run_sweep_cli(spec_path, variant != "noreuse", Path(tmp), f"bench-{variant}-{r}",
                                         {"pending1": {"TUNE_MAX_PENDING_TRIALS_PG": "1"},
-                                         "dashboard": {"HYBRIDLT_RAY_DASHBOARD": "1"}}.get(variant))
+                                         "dashboard": {"HYBRIDLT_RAY_DASHBOARD": "1"}}.get(variant),
+                                        args.cpu_split)
                 res["load"] = f"{before} -> {load_avg()}"
                 res["util"] = res["busy_s"] / (res["wall_s"] * res["slots"])
                 runs[variant].append(res)
                 loads.append(res["load"])
                 report(runs, loads, r + 1, spec_path)  # after every run: a cut-short benchmark keeps its rows
+                cpu = ", ".join(f"{g} {v:.1f}" for g, v in sorted(res["cpu"].items(), key=lambda kv: -kv[1]))
                 print(f"round {r + 1} {variant}: wall {res['wall_s']:.1f}s util {res['util']:.2f} "
-                      f"best {100 * res['best']:.2f}% epochs {res['epochs']} load {res['load']} {res['fixed']}",
+                      f"best {100 * res['best']:.2f}% epochs {res['epochs']} load {res['load']} {res['fixed']}"
+                      + (f"; CPU-s: {cpu}" if cpu else ""),
                       flush=True)
 
 
@@ -201,6 +287,19 @@ def report(runs: dict, loads: list, rounds: int, spec_path: Path) -> None:
              "wall / median Optuna wall; utilisation = sum of epoch_time_s + eval_time_s / (wall x slots), slots = "
              "the sweep's concurrency (1 CPU each) or 1 for Optuna (all CPUs as intra-op threads); best = best "
              f"final test accuracy over the {trials} trials.", "", "Fixed costs from the sweep's summary line:", *fixed]
+    split = [(v, rs) for v, rs in runs.items() if any(x.get("cpu") for x in rs)]
+    if split:
+        groups = sorted({g for _, rs in split for x in rs for g in x["cpu"]})
+        notes += ["", "CPU-seconds by process group (median over rounds; psutil every 0.2 s; available = wall x "
+                  f"{os.cpu_count()} CPUs):", "",
+                  "| run | available | " + " | ".join(groups) + " | sum | trial work (epoch + eval s) |",
+                  "|" + "---|" * (len(groups) + 4)]
+        for v, rs in split:
+            med = {g: statistics.median(x["cpu"].get(g, 0.0) for x in rs) for g in groups}
+            notes.append(f"| {label[v]} | {statistics.median(x['wall_s'] for x in rs) * os.cpu_count():.1f} | "
+                         + " | ".join(f"{med[g]:.1f}" for g in groups)
+                         + f" | {statistics.median(sum(x['cpu'].values()) for x in rs):.1f}"
+                         f" | {statistics.median(x['busy_s'] for x in rs):.1f} |")
     write_table("sweep_vs_optuna", "Quickstart search: hybridlt sweep vs plain Optuna in one process",
                 ["run", "wall per round (s)", "median wall (s)", "ratio to Optuna", "slot utilisation",
                  "best acc (%)", "epochs trained"], rows, notes)
