@@ -124,18 +124,64 @@ def start_ray(address: str | None, trial_slots: int, num_cpus: int | None = None
         ray.shutdown()  # started here without the dashboard this call needs
     pause_at("start_ray")
     if address:
-        ray.init(address=address, log_to_driver=log_to_driver)
+        connect_ray(address, log_to_driver)
         return
     port = _free_port() if dashboard else None
     url = f"http://127.0.0.1:{port}" if dashboard else None
     extra = dict(dashboard_host="127.0.0.1", dashboard_port=port,
                  runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": url}}) if dashboard else {}
     with loopback_node(), own_state_api(url):
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=dashboard,
+        # "local": a new Ray of our own even where one runs already (`ray start`, RAY_ADDRESS), which
+        # ray.init would otherwise join, refusing num_cpus with a ValueError; --address joins one
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=dashboard,
                  resources={TRIAL_RESOURCE: trial_slots}, log_to_driver=log_to_driver,
                  configure_logging=False, _node_ip_address="127.0.0.1", **extra)
     _STATE_API[ray.get_runtime_context().gcs_address] = url
     private_secrets()
+
+
+class RayAddressError(InputError, ConnectionError):
+    """``--address`` names no Ray cluster this machine can reach."""
+
+
+ADDRESS_PROBE_S = 5.0
+
+
+def connect_ray(address: str, log_to_driver: bool = False) -> None:
+    """``ray.init(address=...)``, or one line naming ``--address`` when nothing answers there.
+
+    A ``host:port`` is tried with a plain TCP connection first: Ray waits minutes on a port where
+    nothing listens (over 120 s on 127.0.0.1:1 here) before it gives up with a traceback."""
+    import ray
+
+    host, sep, port = address.rpartition(":")
+    hint = ("start one with 'ray start --head' (README: Running on a cluster), or leave --address out to start a "
+            "local Ray")
+    if sep and host and port.isdigit() and "://" not in address:
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=ADDRESS_PROBE_S).close()
+        except OSError as exc:
+            why = exc.strerror or (f"no answer in {ADDRESS_PROBE_S:.0f} s" if isinstance(exc, TimeoutError)
+                                   else str(exc) or type(exc).__name__)
+            raise RayAddressError(f"--address {address}: no Ray cluster answers there ({why}); {hint}") from None
+    try:
+        ray.init(address=address, log_to_driver=log_to_driver)
+    except (ConnectionError, ValueError) as exc:  # "auto" with no Ray running, a malformed address
+        said = " ".join(str(exc).split()) or type(exc).__name__
+        first = said.split(". ")[0].rstrip(".")  # Ray's first sentence: the rest is about RAY_ADDRESS
+        if address != "auto" and "RAY_AUTH_MODE" not in os.environ and _ray_token_available():
+            # Ray sends its token to a cluster it finds itself ("auto"), never to one named by
+            # address unless told: a `ray start --head` cluster with token auth then refuses it
+            hint = ("if the cluster uses Ray's token auth (a `ray start --head` here does when a token "
+                    "exists), use --address auto, or export RAY_AUTH_MODE=token with the cluster's token")
+        raise RayAddressError(f"--address {address}: {first}; {hint}") from None
+
+
+def _ray_token_available() -> bool:
+    """Whether Ray's token auth has a token here: ``RAY_AUTH_TOKEN``, the file ``RAY_AUTH_TOKEN_PATH``
+    names, or ``~/.ray/auth_token``."""
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    return bool(os.environ.get("RAY_AUTH_TOKEN")) or Path(path or Path.home() / ".ray" / "auth_token").is_file()
 
 
 def stop_ray() -> None:
@@ -520,7 +566,7 @@ def run_sweep(spec: SweepSpec, base, resume: bool = False, address: str | None =
     try:
         return _run_locked(spec, base, resume, address, show, num_cpus, callbacks, resume_command, timings,
                            exp_dir, root, storage, started_at)
-    except DataCheckError:
+    except (DataCheckError, RayAddressError):
         if not resume:  # nothing ran: the corrected command starts it afresh, not "already exists"
             gone = Location.of(exp_dir) if new_folder else root
             try:
@@ -676,7 +722,11 @@ def _run_tune(spec, base, todo: Plan, root, exp_dir, schema, address, show, num_
     prepare = threading.Thread(target=_prepare_into, args=(prepared, spec, base, todo, exp_dir, root, not address),
                                name="hybridlt-prepare", daemon=True)
     prepare.start()
-    start_ray(address, spec.concurrency or n_trials, num_cpus, dashboard=dashboard)
+    try:
+        start_ray(address, spec.concurrency or n_trials, num_cpus, dashboard=dashboard)
+    except RayAddressError:
+        prepare.join()  # it writes the study into the sweep's folder, which run_sweep now removes
+        raise
     timings["ray_start_s"] = time.perf_counter() - ray_started
     prepare.join()
     if "error" in prepared:

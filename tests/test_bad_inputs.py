@@ -236,6 +236,11 @@ CASES = {
                                   "data.max_count: 500"),
     # sweep specs
     "sweep unknown key": (lambda t: ["sweep", sweep_spec(t, budget=3)], "budget: unknown key"),
+    # nothing listens on port 1: one line at once (Ray's own wait is minutes), no sweep folder left
+    "sweep --address where no Ray answers": (lambda t: ["sweep", sweep_spec(t), "--address", "127.0.0.1:1"],
+                                             "--address 127.0.0.1:1: no Ray cluster answers there"),
+    "ablate --address malformed": (lambda t: ["ablate", ablation_spec(t), "--address", "ray-head"],
+                                   "--address ray-head: Invalid address format: ray-head"),
     "sweep space not a field": (lambda t: ["sweep", sweep_spec(t, space={"loss.tau": {"uniform": [0.1, 1]}})],
                                 "space.loss.tau: not a field"),
     "sweep loguniform at 0": (lambda t: ["sweep", sweep_spec(t, space={"loss.temperature": {"loguniform": [0, 1]}})],

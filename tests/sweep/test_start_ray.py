@@ -79,3 +79,39 @@ def test_stop_ray_kills_the_monitor_and_leaves_no_process(monkeypatch):
     assert at_shutdown == [-9]  # dead before ray.shutdown began: not left to its SIGTERM and one-second wait
     alive = [pid for pid in started if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
     assert alive == []
+
+
+def test_a_local_start_ignores_a_ray_it_could_join(monkeypatch):
+    """Without --address a sweep starts its own Ray even where ray.init would join one (RAY_ADDRESS,
+    or the cluster a `ray start` left in /tmp/ray): joining refused num_cpus with a ValueError (a
+    traceback), or waited minutes on an address where nothing answers."""
+    if ray.is_initialized():
+        ray.shutdown()
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")  # nothing listens on port 1
+    try:
+        start_ray(None, trial_slots=1, num_cpus=1, dashboard=False)
+        assert ray.cluster_resources()["CPU"] == 1 and ray.cluster_resources()["hybridlt_trial"] == 1
+        assert not ray.get_runtime_context().gcs_address.endswith(":1")
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.parametrize(("address", "said"), [
+    ("127.0.0.1:1", "--address 127.0.0.1:1: no Ray cluster answers there (Connection refused)"),
+    ("nohost.invalid:6379", "--address nohost.invalid:6379: no Ray cluster answers there ("),
+    ("not-an-address", "--address not-an-address: Invalid address format: not-an-address; start one with"),
+])
+def test_an_address_where_no_ray_answers_is_one_line_at_once(address, said):
+    """A host:port is probed before ray.init, which waits minutes where nothing listens."""
+    import time
+
+    from hybridlt.errors import InputError
+
+    if ray.is_initialized():
+        ray.shutdown()
+    start = time.perf_counter()
+    with pytest.raises(InputError) as err:
+        start_ray(address, trial_slots=1)
+    assert said in str(err.value) and "\n" not in str(err.value)
+    assert time.perf_counter() - start < 10  # the probe's 5 s at most, not Ray's retries
+    assert not ray.is_initialized()
