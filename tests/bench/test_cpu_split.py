@@ -11,7 +11,7 @@ _spec = importlib.util.spec_from_file_location("bench_sweep_vs_optuna", BENCH)
 svo = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(svo)
 
-SPIN = "import time\nt = time.process_time()\nwhile time.process_time() - t < {s}: pass\ntime.sleep(0.6)\n"
+SPIN = "import time\nt = time.process_time()\nwhile time.process_time() - t < {s}: pass\ntime.sleep(1.0)\n"
 
 
 def test_groups_follow_ray_process_names():
@@ -38,7 +38,7 @@ def test_cpu_seconds_of_a_process_and_its_child_are_counted_apart():
                                           text=True)
     assert proc.returncode == 0, proc.stderr
     assert set(groups) == {"root", "Ray GCS"}
-    # interpreter start-up adds a little; a reading at most one poll (0.2 s) before exit, while it sleeps
+    # interpreter start-up adds a little; the last reading is taken in the 1 s each sleeps after spinning
     assert 0.5 <= groups["root"] < 0.5 + 0.4
     assert 0.8 <= groups["Ray GCS"] < 0.8 + 0.4
 
