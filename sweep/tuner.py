@@ -177,11 +177,16 @@ def connect_ray(address: str, log_to_driver: bool = False) -> None:
         raise RayAddressError(f"--address {address}: {first}; {hint}") from None
 
 
+def _ray_token_file() -> Path:
+    """Where Ray keeps its cluster token when ``RAY_AUTH_TOKEN_PATH`` does not say: ``~/.ray/auth_token``."""
+    return Path.home() / ".ray" / "auth_token"
+
+
 def _ray_token_available() -> bool:
     """Whether Ray's token auth has a token here: ``RAY_AUTH_TOKEN``, the file ``RAY_AUTH_TOKEN_PATH``
-    names, or ``~/.ray/auth_token``."""
+    names, or the default file."""
     path = os.environ.get("RAY_AUTH_TOKEN_PATH")
-    return bool(os.environ.get("RAY_AUTH_TOKEN")) or Path(path or Path.home() / ".ray" / "auth_token").is_file()
+    return bool(os.environ.get("RAY_AUTH_TOKEN")) or Path(path or _ray_token_file()).is_file()
 
 
 def stop_ray() -> None:
@@ -260,7 +265,7 @@ def loopback_node():
 
 def private_secrets() -> None:
     """Ray 2.60 writes its cluster token ``~/.ray/auth_token`` mode 0644: make it readable by its owner only."""
-    token = Path.home() / ".ray" / "auth_token"
+    token = _ray_token_file()
     try:
         if token.is_file() and token.stat().st_mode & 0o077:
             token.chmod(0o600)
